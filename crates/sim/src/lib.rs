@@ -1,0 +1,9 @@
+//! adaptsched-sim: the trace-driven discrete-event simulator (readers, clusters, profiles,
+//! engine, reports).
+
+pub mod error;
+pub mod readers;
+pub mod workload;
+
+pub use error::InputError;
+pub use workload::Workload;

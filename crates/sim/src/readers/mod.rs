@@ -1,0 +1,1 @@
+//! Trace readers: each turns one file format into a `Workload`.
