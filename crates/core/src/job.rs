@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// How much freedom the scheduler has over a job (the Sia workload categories).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobCategory {
     /// GPU count and batch size are the scheduler's to choose.
@@ -81,7 +83,12 @@ pub struct JobSpec {
 
 impl JobSpec {
     /// A job with the given name, submit time, application and GPU count; the rest default.
-    pub fn new(name: impl Into<String>, submit_time: Time, application: impl Into<String>, gpus: u32) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        submit_time: Time,
+        application: impl Into<String>,
+        gpus: u32,
+    ) -> Self {
         JobSpec {
             name: name.into(),
             submit_time,

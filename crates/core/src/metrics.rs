@@ -59,7 +59,11 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 pub fn mean(values: &[f64]) -> f64 {
-    if values.is_empty() { 0.0 } else { values.iter().sum::<f64>() / values.len() as f64 }
+    if values.is_empty() {
+        0.0
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
 }
 
 /// Balance ratio of each node: `p_i = (x_i/Σx)/(y_i/Σy)`; all zero when nothing is loaded.
@@ -127,7 +131,11 @@ impl ActiveJobs {
                 prefix.push(integral);
             }
         }
-        ActiveJobs { times, counts, prefix }
+        ActiveJobs {
+            times,
+            counts,
+            prefix,
+        }
     }
 
     fn integral_to(&self, t: f64) -> f64 {
@@ -165,7 +173,12 @@ pub fn finish_time_fairness(outcomes: &[JobOutcome], cluster_gpus: u32) -> Vec<O
 }
 
 /// Time-weighted integral of a usage step function over `[from, to]`.
-fn integrate_usage(timeline: &[UsageStep], from: f64, to: f64, value: impl Fn(&UsageStep) -> f64) -> (f64, f64) {
+fn integrate_usage(
+    timeline: &[UsageStep],
+    from: f64,
+    to: f64,
+    value: impl Fn(&UsageStep) -> f64,
+) -> (f64, f64) {
     let (mut integral, mut busy_time) = (0.0, 0.0);
     for (i, step) in timeline.iter().enumerate() {
         let start = step.time.max(from);
@@ -184,13 +197,33 @@ fn integrate_usage(timeline: &[UsageStep], from: f64, to: f64, value: impl Fn(&U
 pub fn summarize(outcomes: &[JobOutcome], timeline: &[UsageStep], cluster_gpus: u32) -> RunMetrics {
     let mut jcts: Vec<f64> = outcomes.iter().filter_map(JobOutcome::jct).collect();
     jcts.sort_by(f64::total_cmp);
-    let queueing: Vec<f64> = outcomes.iter().filter_map(|j| j.start.map(|s| s - j.submit)).collect();
-    let first_submit = outcomes.iter().map(|j| j.submit).fold(f64::INFINITY, f64::min);
-    let last_end = outcomes.iter().filter_map(|j| j.end).fold(f64::NEG_INFINITY, f64::max);
-    let makespan = if jcts.is_empty() { 0.0 } else { last_end - first_submit };
-    let (allocated_gpu_seconds, busy_seconds) = integrate_usage(timeline, first_submit, last_end, |s| f64::from(s.allocated_gpus));
-    let (spread_integral, _) = integrate_usage(timeline, first_submit, last_end, |s| s.balance_spread);
-    let fairness: Vec<f64> = finish_time_fairness(outcomes, cluster_gpus).into_iter().flatten().collect();
+    let queueing: Vec<f64> = outcomes
+        .iter()
+        .filter_map(|j| j.start.map(|s| s - j.submit))
+        .collect();
+    let first_submit = outcomes
+        .iter()
+        .map(|j| j.submit)
+        .fold(f64::INFINITY, f64::min);
+    let last_end = outcomes
+        .iter()
+        .filter_map(|j| j.end)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let makespan = if jcts.is_empty() {
+        0.0
+    } else {
+        last_end - first_submit
+    };
+    let (allocated_gpu_seconds, busy_seconds) =
+        integrate_usage(timeline, first_submit, last_end, |s| {
+            f64::from(s.allocated_gpus)
+        });
+    let (spread_integral, _) =
+        integrate_usage(timeline, first_submit, last_end, |s| s.balance_spread);
+    let fairness: Vec<f64> = finish_time_fairness(outcomes, cluster_gpus)
+        .into_iter()
+        .flatten()
+        .collect();
     let unfair = fairness.iter().filter(|&&rho| rho > 1.0).count();
     RunMetrics {
         avg_jct_s: mean(&jcts),
@@ -204,7 +237,11 @@ pub fn summarize(outcomes: &[JobOutcome], timeline: &[UsageStep], cluster_gpus: 
             0.0
         },
         max_finish_time_fairness: fairness.iter().copied().fold(0.0, f64::max),
-        share_unfair_jobs: if fairness.is_empty() { 0.0 } else { unfair as f64 / fairness.len() as f64 },
+        share_unfair_jobs: if fairness.is_empty() {
+            0.0
+        } else {
+            unfair as f64 / fairness.len() as f64
+        },
         restarts_per_job: if outcomes.is_empty() {
             0.0
         } else {
@@ -212,7 +249,11 @@ pub fn summarize(outcomes: &[JobOutcome], timeline: &[UsageStep], cluster_gpus: 
         },
         jobs_completed: jcts.len(),
         jobs_total: outcomes.len(),
-        balance_max_deviation: if busy_seconds > 0.0 { spread_integral / busy_seconds } else { 0.0 },
+        balance_max_deviation: if busy_seconds > 0.0 {
+            spread_integral / busy_seconds
+        } else {
+            0.0
+        },
     }
 }
 
@@ -221,7 +262,14 @@ mod tests {
     use super::*;
 
     fn done(submit: f64, start: f64, end: f64, gpus: u32, alone: f64) -> JobOutcome {
-        JobOutcome { submit, start: Some(start), end: Some(end), restarts: 0, requested_gpus: gpus, isolated_seconds: alone }
+        JobOutcome {
+            submit,
+            start: Some(start),
+            end: Some(end),
+            restarts: 0,
+            requested_gpus: gpus,
+            isolated_seconds: alone,
+        }
     }
 
     #[test]
@@ -247,7 +295,10 @@ mod tests {
     fn fairness_compares_with_a_fair_share() {
         // Two 4-GPU jobs on a 4-GPU cluster, both always active: share = 2 GPUs, so alone on
         // the share each takes 2 × 100 s. The first ends at 100 s (ρ = 0.5), the second at 200 s.
-        let jobs = [done(0.0, 0.0, 100.0, 4, 100.0), done(0.0, 100.0, 200.0, 4, 100.0)];
+        let jobs = [
+            done(0.0, 0.0, 100.0, 4, 100.0),
+            done(0.0, 100.0, 200.0, 4, 100.0),
+        ];
         let rho = finish_time_fairness(&jobs, 4);
         // Job 0: active on average 2 jobs over [0, 100] → share 2 → alone 200 s → ρ 0.5.
         assert!((rho[0].unwrap() - 0.5).abs() < 1e-12);
@@ -257,12 +308,31 @@ mod tests {
 
     #[test]
     fn summary_of_a_tiny_run() {
-        let jobs = [done(0.0, 0.0, 100.0, 2, 100.0), done(50.0, 60.0, 160.0, 2, 100.0)];
+        let jobs = [
+            done(0.0, 0.0, 100.0, 2, 100.0),
+            done(50.0, 60.0, 160.0, 2, 100.0),
+        ];
         let timeline = [
-            UsageStep { time: 0.0, allocated_gpus: 2, balance_spread: 1.0 },
-            UsageStep { time: 60.0, allocated_gpus: 4, balance_spread: 0.0 },
-            UsageStep { time: 100.0, allocated_gpus: 2, balance_spread: 1.0 },
-            UsageStep { time: 160.0, allocated_gpus: 0, balance_spread: 0.0 },
+            UsageStep {
+                time: 0.0,
+                allocated_gpus: 2,
+                balance_spread: 1.0,
+            },
+            UsageStep {
+                time: 60.0,
+                allocated_gpus: 4,
+                balance_spread: 0.0,
+            },
+            UsageStep {
+                time: 100.0,
+                allocated_gpus: 2,
+                balance_spread: 1.0,
+            },
+            UsageStep {
+                time: 160.0,
+                allocated_gpus: 0,
+                balance_spread: 0.0,
+            },
         ];
         let m = summarize(&jobs, &timeline, 4);
         assert_eq!(m.avg_jct_s, 105.0);

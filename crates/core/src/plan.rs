@@ -31,7 +31,11 @@ impl Allocation {
 
     /// GPUs per node, in placement order, without empty parts (`[4, 2]` for 4 + 2 GPUs).
     pub fn placement(&self) -> Vec<u32> {
-        self.parts.iter().map(|&(_, g)| g).filter(|&g| g > 0).collect()
+        self.parts
+            .iter()
+            .map(|&(_, g)| g)
+            .filter(|&g| g > 0)
+            .collect()
     }
 
     /// Whether two allocations give the same GPUs on the same nodes, whatever the order.
@@ -103,15 +107,36 @@ pub enum PlanViolation {
     #[error("{job} lists {node} twice in one allocation")]
     NodeListedTwice { job: JobId, node: NodeId },
     #[error("{node} over-allocated: {used} GPUs used of {capacity}")]
-    NodeOverAllocated { node: NodeId, used: u32, capacity: u32 },
+    NodeOverAllocated {
+        node: NodeId,
+        used: u32,
+        capacity: u32,
+    },
     #[error("{node} over-allocated: {used:.1} CPU cores used of {capacity}")]
-    CpuOverAllocated { node: NodeId, used: f64, capacity: u32 },
+    CpuOverAllocated {
+        node: NodeId,
+        used: f64,
+        capacity: u32,
+    },
     #[error("{node} over-allocated: {used:.1} GB memory used of {capacity:.1}")]
-    MemoryOverAllocated { node: NodeId, used: f64, capacity: f64 },
+    MemoryOverAllocated {
+        node: NodeId,
+        used: f64,
+        capacity: f64,
+    },
     #[error("{job} gang broken: {gpus} GPUs allocated, allowed {min}..={max}")]
-    GangBroken { job: JobId, gpus: u32, min: u32, max: u32 },
+    GangBroken {
+        job: JobId,
+        gpus: u32,
+        min: u32,
+        max: u32,
+    },
     #[error("{job} mixes GPU types {first} and {second}")]
-    MixedGpuTypes { job: JobId, first: GpuType, second: GpuType },
+    MixedGpuTypes {
+        job: JobId,
+        first: GpuType,
+        second: GpuType,
+    },
     #[error("{job} placed on GPU type {gpu_type}, which it does not allow")]
     GpuTypeNotAllowed { job: JobId, gpu_type: GpuType },
 }
@@ -121,27 +146,44 @@ pub enum PlanViolation {
 /// No node over-allocated (GPUs, and CPU/memory where jobs ask for them), every gang all or
 /// nothing within its bounds, no job placed twice or on a node twice, one allowed GPU type
 /// per job. An empty allocation counts as "not placed".
-pub fn validate_plan(cluster: &Cluster, jobs: &[JobView], plan: &Plan) -> Result<(), PlanViolation> {
+pub fn validate_plan(
+    cluster: &Cluster,
+    jobs: &[JobView],
+    plan: &Plan,
+) -> Result<(), PlanViolation> {
     let by_id: BTreeMap<JobId, &JobView> = jobs.iter().map(|j| (j.id, j)).collect();
     let num_nodes = cluster.nodes.len();
     let mut gpus_used = vec![0u32; num_nodes];
     let mut cpus_used = vec![0f64; num_nodes];
     let mut memory_used = vec![0f64; num_nodes];
     for (&job_id, alloc) in &plan.allocations {
-        let job = by_id.get(&job_id).ok_or(PlanViolation::UnknownJob(job_id))?;
+        let job = by_id
+            .get(&job_id)
+            .ok_or(PlanViolation::UnknownJob(job_id))?;
         let total = alloc.total_gpus();
         if total == 0 {
             continue;
         }
         if total < job.min_gpus.max(1) || total > job.max_gpus {
-            return Err(PlanViolation::GangBroken { job: job_id, gpus: total, min: job.min_gpus, max: job.max_gpus });
+            return Err(PlanViolation::GangBroken {
+                job: job_id,
+                gpus: total,
+                min: job.min_gpus,
+                max: job.max_gpus,
+            });
         }
         let mut seen = BTreeSet::new();
         let mut job_type: Option<&GpuType> = None;
         for &(node_id, gpus) in &alloc.parts {
-            let node = cluster.node(node_id).ok_or(PlanViolation::UnknownNode { job: job_id, node: node_id })?;
+            let node = cluster.node(node_id).ok_or(PlanViolation::UnknownNode {
+                job: job_id,
+                node: node_id,
+            })?;
             if !seen.insert(node_id) {
-                return Err(PlanViolation::NodeListedTwice { job: job_id, node: node_id });
+                return Err(PlanViolation::NodeListedTwice {
+                    job: job_id,
+                    node: node_id,
+                });
             }
             if gpus == 0 {
                 continue;
@@ -158,7 +200,10 @@ pub fn validate_plan(cluster: &Cluster, jobs: &[JobView], plan: &Plan) -> Result
                 Some(_) => {}
             }
             if !job.allows(&node.gpu_type) {
-                return Err(PlanViolation::GpuTypeNotAllowed { job: job_id, gpu_type: node.gpu_type.clone() });
+                return Err(PlanViolation::GpuTypeNotAllowed {
+                    job: job_id,
+                    gpu_type: node.gpu_type.clone(),
+                });
             }
             gpus_used[node_id.index()] += gpus;
             cpus_used[node_id.index()] += job.cpus_per_gpu * f64::from(gpus);
@@ -168,13 +213,25 @@ pub fn validate_plan(cluster: &Cluster, jobs: &[JobView], plan: &Plan) -> Result
     for (index, node) in cluster.nodes.iter().enumerate() {
         let node_id = NodeId(index as u32);
         if gpus_used[index] > node.gpus {
-            return Err(PlanViolation::NodeOverAllocated { node: node_id, used: gpus_used[index], capacity: node.gpus });
+            return Err(PlanViolation::NodeOverAllocated {
+                node: node_id,
+                used: gpus_used[index],
+                capacity: node.gpus,
+            });
         }
         if node.cpu_cores > 0 && cpus_used[index] > f64::from(node.cpu_cores) + 1e-9 {
-            return Err(PlanViolation::CpuOverAllocated { node: node_id, used: cpus_used[index], capacity: node.cpu_cores });
+            return Err(PlanViolation::CpuOverAllocated {
+                node: node_id,
+                used: cpus_used[index],
+                capacity: node.cpu_cores,
+            });
         }
         if node.memory_gb > 0.0 && memory_used[index] > node.memory_gb + 1e-9 {
-            return Err(PlanViolation::MemoryOverAllocated { node: node_id, used: memory_used[index], capacity: node.memory_gb });
+            return Err(PlanViolation::MemoryOverAllocated {
+                node: node_id,
+                used: memory_used[index],
+                capacity: node.memory_gb,
+            });
         }
     }
     Ok(())

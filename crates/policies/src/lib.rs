@@ -1,1 +1,10 @@
-//! Scheduling policies.
+//! adaptsched-policies: one module per scheduling policy, and the registry that builds them by name.
+
+pub mod fifo;
+pub mod placement;
+pub mod proportional;
+pub mod registry;
+pub mod srtf;
+pub mod tiresias;
+
+pub use registry::{POLICY_NAMES, UnknownPolicy, build_policy};

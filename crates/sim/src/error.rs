@@ -7,19 +7,38 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum InputError {
     #[error("{file}:{line}: column {column:?}: {message} (value {value:?})")]
-    Field { file: PathBuf, line: u64, column: String, value: String, message: String },
+    Field {
+        file: PathBuf,
+        line: u64,
+        column: String,
+        value: String,
+        message: String,
+    },
     #[error("{file}:{line}: {message}")]
-    Row { file: PathBuf, line: u64, message: String },
+    Row {
+        file: PathBuf,
+        line: u64,
+        message: String,
+    },
     #[error("{file}: {message}")]
     File { file: PathBuf, message: String },
     #[error("{file}: {source}")]
-    Io { file: PathBuf, source: std::io::Error },
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
 
 impl InputError {
-    pub fn field(file: &std::path::Path, line: u64, column: &str, value: &str, message: impl Into<String>) -> Self {
+    pub fn field(
+        file: &std::path::Path,
+        line: u64,
+        column: &str,
+        value: &str,
+        message: impl Into<String>,
+    ) -> Self {
         InputError::Field {
             file: file.to_path_buf(),
             line,
@@ -30,10 +49,16 @@ impl InputError {
     }
 
     pub fn file(file: &std::path::Path, message: impl Into<String>) -> Self {
-        InputError::File { file: file.to_path_buf(), message: message.into() }
+        InputError::File {
+            file: file.to_path_buf(),
+            message: message.into(),
+        }
     }
 
     pub fn io(file: &std::path::Path, source: std::io::Error) -> Self {
-        InputError::Io { file: file.to_path_buf(), source }
+        InputError::Io {
+            file: file.to_path_buf(),
+            source,
+        }
     }
 }

@@ -7,3 +7,9 @@ pub mod workload;
 
 pub use error::InputError;
 pub use workload::Workload;
+pub mod clusters;
+pub mod engine;
+pub mod load;
+pub mod profiles;
+pub mod progress;
+pub mod report;

@@ -16,10 +16,15 @@ pub struct Workload {
 impl Workload {
     /// Sorts jobs by submission time, keeping file order for ties, and notes if it had to.
     pub fn sort_by_submit_time(&mut self) {
-        let sorted = self.jobs.windows(2).all(|w| w[0].submit_time <= w[1].submit_time);
+        let sorted = self
+            .jobs
+            .windows(2)
+            .all(|w| w[0].submit_time <= w[1].submit_time);
         if !sorted {
-            self.jobs.sort_by(|a, b| a.submit_time.total_cmp(&b.submit_time));
-            self.notes.push("rows were not in submission order; sorted".to_string());
+            self.jobs
+                .sort_by(|a, b| a.submit_time.total_cmp(&b.submit_time));
+            self.notes
+                .push("rows were not in submission order; sorted".to_string());
         }
     }
 }

@@ -1,0 +1,161 @@
+//! Placement helpers shared by policies: free resources per node and gang placement rules.
+
+use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId};
+
+/// Free GPUs, CPU cores and memory on every node, updated as a policy places jobs.
+#[derive(Clone, Debug)]
+pub struct FreeResources {
+    pub gpus: Vec<u32>,
+    pub cpus: Vec<f64>,
+    pub memory_gb: Vec<f64>,
+    gpu_types: Vec<GpuType>,
+}
+
+impl FreeResources {
+    /// Everything free.
+    pub fn of(cluster: &Cluster) -> Self {
+        FreeResources {
+            gpus: cluster.nodes.iter().map(|n| n.gpus).collect(),
+            cpus: cluster
+                .nodes
+                .iter()
+                .map(|n| {
+                    if n.cpu_cores == 0 {
+                        f64::INFINITY
+                    } else {
+                        f64::from(n.cpu_cores)
+                    }
+                })
+                .collect(),
+            memory_gb: cluster
+                .nodes
+                .iter()
+                .map(|n| {
+                    if n.memory_gb <= 0.0 {
+                        f64::INFINITY
+                    } else {
+                        n.memory_gb
+                    }
+                })
+                .collect(),
+            gpu_types: cluster.nodes.iter().map(|n| n.gpu_type.clone()).collect(),
+        }
+    }
+
+    pub fn total_free_gpus(&self) -> u32 {
+        self.gpus.iter().sum()
+    }
+
+    /// GPUs of `node` that `job` could use, given CPU and memory left there.
+    pub fn usable_gpus(&self, job: &JobView, node: usize) -> u32 {
+        let mut usable = self.gpus[node];
+        if job.cpus_per_gpu > 0.0 {
+            usable = usable.min((self.cpus[node] / job.cpus_per_gpu + 1e-9).floor() as u32);
+        }
+        if job.memory_gb_per_gpu > 0.0 {
+            usable =
+                usable.min((self.memory_gb[node] / job.memory_gb_per_gpu + 1e-9).floor() as u32);
+        }
+        usable
+    }
+
+    pub fn take(&mut self, job: &JobView, allocation: &Allocation) {
+        for &(node, gpus) in &allocation.parts {
+            let i = node.index();
+            self.gpus[i] -= gpus.min(self.gpus[i]);
+            self.cpus[i] -= job.cpus_per_gpu * f64::from(gpus);
+            self.memory_gb[i] -= job.memory_gb_per_gpu * f64::from(gpus);
+        }
+    }
+
+    pub fn give_back(&mut self, job: &JobView, allocation: &Allocation) {
+        for &(node, gpus) in &allocation.parts {
+            let i = node.index();
+            self.gpus[i] += gpus;
+            self.cpus[i] += job.cpus_per_gpu * f64::from(gpus);
+            self.memory_gb[i] += job.memory_gb_per_gpu * f64::from(gpus);
+        }
+    }
+
+    /// Usable GPUs per allowed GPU type for `job`, in type order.
+    fn usable_by_type(&self, job: &JobView) -> Vec<(GpuType, u32)> {
+        let mut by_type: Vec<(GpuType, u32)> = Vec::new();
+        for node in 0..self.gpus.len() {
+            let gpu_type = &self.gpu_types[node];
+            if !job.allows(gpu_type) {
+                continue;
+            }
+            let usable = self.usable_gpus(job, node);
+            match by_type.iter_mut().find(|(t, _)| t == gpu_type) {
+                Some((_, count)) => *count += usable,
+                None => by_type.push((gpu_type.clone(), usable)),
+            }
+        }
+        by_type.sort();
+        by_type
+    }
+
+    /// The allowed GPU type with the most usable GPUs, if it can hold `gpus`.
+    fn roomiest_type(&self, job: &JobView, gpus: u32) -> Option<GpuType> {
+        self.usable_by_type(job)
+            .into_iter()
+            .filter(|&(_, usable)| usable >= gpus)
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .map(|(t, _)| t)
+    }
+}
+
+/// How a gang is spread over nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementRule {
+    /// Take GPUs from the node with the most free GPUs first (the Pollux artifact's Tiresias).
+    MostFreeFirst,
+    /// One node if any can hold the whole gang (the fullest such node), else most free first.
+    BestFit,
+}
+
+/// Places a gang of `gpus` GPUs of one allowed type for `job`, or `None` if it does not fit.
+/// Does not modify `free`; call `FreeResources::take` to commit.
+pub fn place_gang(
+    free: &FreeResources,
+    job: &JobView,
+    gpus: u32,
+    rule: PlacementRule,
+) -> Option<Allocation> {
+    if gpus == 0 {
+        return None;
+    }
+    let gpu_type = free.roomiest_type(job, gpus)?;
+    let nodes: Vec<usize> = (0..free.gpus.len())
+        .filter(|&i| free.gpu_types[i] == gpu_type)
+        .collect();
+    if rule == PlacementRule::BestFit {
+        let best = nodes
+            .iter()
+            .copied()
+            .filter(|&i| free.usable_gpus(job, i) >= gpus)
+            .min_by_key(|&i| (free.usable_gpus(job, i), i));
+        if let Some(node) = best {
+            return Some(Allocation::new(vec![(NodeId(node as u32), gpus)]));
+        }
+    }
+    let mut usable: Vec<(usize, u32)> = nodes
+        .iter()
+        .map(|&i| (i, free.usable_gpus(job, i)))
+        .collect();
+    let mut parts = Vec::new();
+    let mut remaining = gpus;
+    while remaining > 0 {
+        // Most usable GPUs first; ties go to the lower node index (stable, like Counter.most_common).
+        let (slot, &(node, count)) = usable
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, c))| *c > 0)
+            .max_by(|a, b| a.1.1.cmp(&b.1.1).then_with(|| b.1.0.cmp(&a.1.0)))?;
+        let take = count.min(remaining);
+        parts.push((NodeId(node as u32), take));
+        usable[slot].1 -= take;
+        remaining -= take;
+    }
+    Some(Allocation::new(parts))
+}

@@ -1,0 +1,33 @@
+//! The policy registry: one name → constructor map; the name is the CLI and config key.
+
+use crate::{
+    fifo::Fifo, proportional::Proportional, srtf::Srtf, tiresias::Tiresias,
+    tiresias::TiresiasConfig,
+};
+use adaptsched_core::Policy;
+
+/// Every registered policy name, in the order `--help` lists them.
+pub const POLICY_NAMES: &[&str] = &["fifo", "srtf", "tiresias", "tiresias-paper", "proportional"];
+
+/// A policy name that is not in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {name:?} (known: {})", POLICY_NAMES.join(", "))]
+pub struct UnknownPolicy {
+    pub name: String,
+}
+
+/// Builds a fresh policy by registry name.
+pub fn build_policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
+    Ok(match name {
+        "fifo" => Box::new(Fifo),
+        "srtf" => Box::new(Srtf),
+        "tiresias" => Box::new(Tiresias::new("tiresias", TiresiasConfig::default())),
+        "tiresias-paper" => Box::new(Tiresias::new("tiresias-paper", TiresiasConfig::paper())),
+        "proportional" => Box::new(Proportional),
+        other => {
+            return Err(UnknownPolicy {
+                name: other.to_string(),
+            });
+        }
+    })
+}

@@ -1,0 +1,697 @@
+//! The discrete-event engine: a virtual clock, an event queue keyed by (time, sequence), and
+//! scheduling rounds that call a policy and apply its validated plan.
+
+use crate::error::InputError;
+use crate::profiles::{AppProfile, DEFAULT_RESTART_DELAY_S, ProfileSet, SpeedTable, kind_for_gpu};
+use crate::progress::{RunConfig, Truth, fixed_batch_config};
+use crate::workload::Workload;
+use adaptsched_core::metrics::{JobOutcome, RunMetrics, UsageStep, balance_spread, summarize};
+use adaptsched_core::{
+    Allocation, Cluster, GpuType, JobCategory, JobId, JobSpec, JobView, Plan, PlanViolation,
+    Policy, Snapshot, Time, Work, validate_plan,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// How a simulation runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Seconds between periodic scheduling rounds.
+    pub interval_s: f64,
+    /// Seed of the RNG handed to the policy.
+    pub seed: u64,
+    /// Also run a round at every arrival and completion (off = only on the periodic grid,
+    /// as the Pollux artifact does).
+    pub rounds_on_events: bool,
+    /// Checkpoint-restore delay for every job; `None` = per application from the profiles
+    /// (30 s for the Pollux layout and for raw traces).
+    pub restart_delay_s: Option<f64>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            interval_s: 60.0,
+            seed: 0,
+            rounds_on_events: true,
+            restart_delay_s: None,
+        }
+    }
+}
+
+/// Why a simulation could not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("policy {policy} returned an invalid plan at t={time:.0}s: {violation}")]
+    InvalidPlan {
+        policy: String,
+        time: Time,
+        violation: PlanViolation,
+    },
+    #[error(
+        "simulation stalled at t={time:.0}s: {waiting} jobs wait and nothing runs (e.g. {example})"
+    )]
+    Stalled {
+        time: Time,
+        waiting: usize,
+        example: String,
+    },
+}
+
+/// One job's fate in a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub name: String,
+    pub application: String,
+    pub submit: Time,
+    pub start: Option<Time>,
+    pub end: Option<Time>,
+    pub restarts: u32,
+    pub requested_gpus: u32,
+    pub isolated_seconds: f64,
+    /// Distinct total batch sizes it trained with, in order of first use.
+    pub batch_sizes: Vec<u32>,
+}
+
+impl JobRecord {
+    pub fn jct(&self) -> Option<f64> {
+        self.end.map(|e| e - self.submit)
+    }
+}
+
+/// Everything one run produced.
+#[derive(Clone, Debug)]
+pub struct SimResult {
+    pub policy: String,
+    pub workload: String,
+    pub jobs: Vec<JobRecord>,
+    pub timeline: Vec<UsageStep>,
+    pub metrics: RunMetrics,
+    /// Wall seconds of each `decide` call (not deterministic; kept out of byte-compared files).
+    pub decision_seconds: Vec<f64>,
+    pub rounds: u64,
+    pub events: u64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct QueuedEvent {
+    time: Time,
+    seq: u64,
+    job: usize,
+    generation: u64,
+}
+
+impl Eq for QueuedEvent {}
+impl PartialOrd for QueuedEvent {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for QueuedEvent {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.time
+            .total_cmp(&other.time)
+            .then(self.seq.cmp(&other.seq))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    NotSubmitted,
+    Active,
+    Finished,
+    Rejected,
+}
+
+struct SimJob<'a> {
+    spec: JobSpec,
+    truth: Truth<'a>,
+    app: Option<&'a AppProfile>,
+    phase: Phase,
+    allocation: Allocation,
+    config: Option<RunConfig<'a>>,
+    min_gpus: u32,
+    max_gpus: u32,
+    allowed_gpu_types: Vec<GpuType>,
+    restart_delay: f64,
+    /// Time up to which progress and attained service are accounted.
+    accounted_to: Time,
+    /// The current restart delay ends here; no progress before.
+    productive_from: Time,
+    attained_gpu_seconds: f64,
+    restarts: u32,
+    start: Option<Time>,
+    end: Option<Time>,
+    generation: u64,
+    isolated_seconds: f64,
+    batch_sizes: Vec<u32>,
+}
+
+impl<'a> SimJob<'a> {
+    /// Brings progress and attained service up to `now`.
+    fn account_to(&mut self, now: Time) {
+        if now <= self.accounted_to {
+            return;
+        }
+        let gpus = f64::from(self.allocation.total_gpus());
+        self.attained_gpu_seconds += gpus * (now - self.accounted_to);
+        if let Some(config) = &self.config {
+            let productive = now - self.accounted_to.max(self.productive_from);
+            if productive > 0.0 {
+                self.truth.advance(config, productive);
+            }
+        }
+        self.accounted_to = now;
+    }
+}
+
+/// Which speed table a job uses on a GPU type, if its application was measured there.
+fn table_for<'a>(app: &'a AppProfile, gpu_type: &GpuType) -> Option<&'a SpeedTable> {
+    app.speed.get(kind_for_gpu(gpu_type))
+}
+
+/// GPUs per node of each type (the largest node of that type), for packed placements.
+fn node_size(cluster: &Cluster, gpu_type: &GpuType) -> u32 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| &n.gpu_type == gpu_type)
+        .map(|n| n.gpus)
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// A gang of `gpus` packed onto full nodes of `size` GPUs (`[4, 4, 2]`).
+fn packed_placement(gpus: u32, size: u32) -> Vec<u32> {
+    let mut placement = vec![size; (gpus / size) as usize];
+    if !gpus.is_multiple_of(size) {
+        placement.push(gpus % size);
+    }
+    placement
+}
+
+fn config_for<'a>(
+    app: Option<&'a AppProfile>,
+    gpu_type: &GpuType,
+    placement: Vec<u32>,
+    batch: Option<u32>,
+) -> RunConfig<'a> {
+    match app.and_then(|a| table_for(a, gpu_type).map(|t| (a, t))) {
+        Some((app, table)) => {
+            let (atomic_bsz, accum_steps) =
+                fixed_batch_config(app, table, placement.iter().sum(), batch);
+            RunConfig {
+                table: Some(table),
+                placement,
+                atomic_bsz,
+                accum_steps,
+            }
+        }
+        None => RunConfig {
+            table: None,
+            placement,
+            atomic_bsz: 0,
+            accum_steps: 0,
+        },
+    }
+}
+
+/// The best time alone on the requested GPUs over the job's allowed types, plus one start-up.
+fn isolated_seconds(job: &SimJob<'_>, cluster: &Cluster) -> f64 {
+    match &job.truth {
+        Truth::Duration { remaining } => *remaining,
+        Truth::Profiled { .. } => {
+            let best = job
+                .allowed_gpu_types
+                .iter()
+                .map(|t| {
+                    let placement =
+                        packed_placement(job.spec.requested_gpus, node_size(cluster, t));
+                    job.truth.time_to_finish(&config_for(
+                        job.app,
+                        t,
+                        placement,
+                        job.spec.requested_batch_size,
+                    ))
+                })
+                .fold(f64::INFINITY, f64::min);
+            best + job.restart_delay
+        }
+    }
+}
+
+/// The simulator for one (cluster, workload, profiles) input.
+pub struct Simulation<'a> {
+    cluster: &'a Cluster,
+    jobs: Vec<SimJob<'a>>,
+    config: SimConfig,
+    notes: Vec<String>,
+    /// GPUs allocated per node.
+    node_used: Vec<u32>,
+    node_capacity: Vec<f64>,
+    timeline: Vec<UsageStep>,
+    events: BinaryHeap<Reverse<QueuedEvent>>,
+    seq: u64,
+}
+
+impl<'a> Simulation<'a> {
+    /// Prepares a run: resolves every job's ground truth and the GPU types it may use.
+    pub fn new(
+        cluster: &'a Cluster,
+        workload: &Workload,
+        profiles: &'a ProfileSet,
+        config: SimConfig,
+    ) -> Result<Self, InputError> {
+        let mut notes = workload.notes.clone();
+        let cluster_types: Vec<GpuType> = cluster.gpus_by_type().into_keys().collect();
+        let mut jobs = Vec::with_capacity(workload.jobs.len());
+        let mut rejected = 0usize;
+        for spec in &workload.jobs {
+            let (truth, app) = match spec.work {
+                Work::Duration { seconds } => (Truth::Duration { remaining: seconds }, None),
+                Work::Epochs => {
+                    let app = profiles.app(&spec.application).ok_or_else(|| {
+                        InputError::Other(format!(
+                            "{}: job {:?}: unknown application {:?} (profiles in {} have: {})",
+                            workload.name,
+                            spec.name,
+                            spec.application,
+                            profiles.dir.display(),
+                            profiles.apps.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ))
+                    })?;
+                    (
+                        Truth::Profiled {
+                            app,
+                            epoch: 0,
+                            progress: 0.0,
+                        },
+                        Some(app),
+                    )
+                }
+            };
+            let allowed: Vec<GpuType> = cluster_types
+                .iter()
+                .filter(|t| spec.allows(t))
+                .filter(|t| app.is_none_or(|a| table_for(a, t).is_some()))
+                .cloned()
+                .collect();
+            let (min_gpus, max_gpus) = match (spec.category, &spec.work) {
+                (JobCategory::Rigid, _) | (_, Work::Duration { .. }) => {
+                    (spec.requested_gpus, spec.requested_gpus)
+                }
+                _ => (1, spec.requested_gpus.max(cluster.total_gpus())),
+            };
+            let largest_pool = allowed
+                .iter()
+                .map(|t| cluster.gpus_by_type().get(t).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0);
+            let phase = if min_gpus > largest_pool {
+                rejected += 1;
+                Phase::Rejected
+            } else {
+                Phase::NotSubmitted
+            };
+            let restart_delay = config
+                .restart_delay_s
+                .unwrap_or_else(|| app.map_or(DEFAULT_RESTART_DELAY_S, |a| a.restart_delay_s));
+            let mut job = SimJob {
+                spec: spec.clone(),
+                truth,
+                app,
+                phase,
+                allocation: Allocation::default(),
+                config: None,
+                min_gpus,
+                max_gpus,
+                allowed_gpu_types: allowed,
+                restart_delay,
+                accounted_to: spec.submit_time,
+                productive_from: spec.submit_time,
+                attained_gpu_seconds: 0.0,
+                restarts: 0,
+                start: None,
+                end: None,
+                generation: 0,
+                isolated_seconds: 0.0,
+                batch_sizes: Vec::new(),
+            };
+            job.isolated_seconds = isolated_seconds(&job, cluster);
+            jobs.push(job);
+        }
+        if rejected > 0 {
+            notes.push(format!("{rejected} jobs ask for more GPUs than any allowed GPU type has; never schedulable, not run"));
+        }
+        Ok(Simulation {
+            cluster,
+            jobs,
+            config,
+            notes,
+            node_used: vec![0; cluster.nodes.len()],
+            node_capacity: cluster.nodes.iter().map(|n| f64::from(n.gpus)).collect(),
+            timeline: Vec::new(),
+            events: BinaryHeap::new(),
+            seq: 0,
+        })
+    }
+
+    fn push_event(&mut self, time: Time, job: usize) {
+        self.seq += 1;
+        let generation = self.jobs[job].generation;
+        self.events.push(Reverse(QueuedEvent {
+            time,
+            seq: self.seq,
+            job,
+            generation,
+        }));
+    }
+
+    /// The next valid completion, dropping stale ones.
+    fn next_completion(&mut self) -> Option<QueuedEvent> {
+        while let Some(Reverse(event)) = self.events.peek().copied() {
+            if self.jobs[event.job].generation == event.generation
+                && self.jobs[event.job].phase == Phase::Active
+            {
+                return Some(event);
+            }
+            self.events.pop();
+        }
+        None
+    }
+
+    fn record_usage(&mut self, now: Time) {
+        let allocated: u32 = self.node_used.iter().sum();
+        let loads: Vec<f64> = self.node_used.iter().map(|&g| f64::from(g)).collect();
+        let step = UsageStep {
+            time: now,
+            allocated_gpus: allocated,
+            balance_spread: balance_spread(&loads, &self.node_capacity),
+        };
+        match self.timeline.last_mut() {
+            Some(last) if last.time == now => *last = step,
+            Some(last)
+                if last.allocated_gpus == step.allocated_gpus
+                    && last.balance_spread == step.balance_spread => {}
+            _ => self.timeline.push(step),
+        }
+    }
+
+    fn set_allocation(
+        &mut self,
+        index: usize,
+        allocation: Allocation,
+        batch: Option<u32>,
+        now: Time,
+    ) {
+        let old = std::mem::take(&mut self.jobs[index].allocation);
+        for &(node, gpus) in &old.parts {
+            self.node_used[node.index()] -= gpus;
+        }
+        for &(node, gpus) in &allocation.parts {
+            self.node_used[node.index()] += gpus;
+        }
+        let job = &mut self.jobs[index];
+        job.generation += 1;
+        if allocation.is_empty() {
+            job.config = None;
+            return;
+        }
+        let gpu_type = self.cluster.nodes[allocation.parts[0].0.index()]
+            .gpu_type
+            .clone();
+        let config = config_for(
+            job.app,
+            &gpu_type,
+            allocation.placement(),
+            batch.or(job.spec.requested_batch_size),
+        );
+        if job.start.is_some() {
+            job.restarts += 1;
+        } else {
+            job.start = Some(now);
+        }
+        if job.app.is_some() && !job.batch_sizes.contains(&config.total_batch()) {
+            job.batch_sizes.push(config.total_batch());
+        }
+        job.productive_from = now + job.restart_delay;
+        let finish = job.productive_from + job.truth.time_to_finish(&config);
+        job.config = Some(config);
+        job.allocation = allocation;
+        if finish.is_finite() {
+            self.push_event(finish, index);
+        }
+    }
+
+    fn finish(&mut self, index: usize, now: Time) {
+        self.set_allocation(index, Allocation::default(), None, now);
+        let job = &mut self.jobs[index];
+        job.phase = Phase::Finished;
+        job.end = Some(now);
+        job.accounted_to = now;
+    }
+
+    fn view(&self, index: usize, needs_oracle: bool) -> JobView {
+        let job = &self.jobs[index];
+        let oracle = needs_oracle.then(|| {
+            let gpu_type = match job.allocation.parts.first() {
+                Some(&(node, _)) => self.cluster.nodes[node.index()].gpu_type.clone(),
+                None => job
+                    .allowed_gpu_types
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| GpuType::new("any")),
+            };
+            let placement =
+                packed_placement(job.spec.requested_gpus, node_size(self.cluster, &gpu_type));
+            job.truth.time_to_finish(&config_for(
+                job.app,
+                &gpu_type,
+                placement,
+                job.spec.requested_batch_size,
+            ))
+        });
+        JobView {
+            id: JobId(index as u32),
+            name: job.spec.name.clone(),
+            application: job.spec.application.clone(),
+            category: job.spec.category,
+            submit_time: job.spec.submit_time,
+            requested_gpus: job.spec.requested_gpus,
+            requested_batch_size: job.spec.requested_batch_size,
+            min_gpus: job.min_gpus,
+            max_gpus: job.max_gpus,
+            allowed_gpu_types: job.allowed_gpu_types.clone(),
+            cpus_per_gpu: job.spec.cpus_per_gpu,
+            memory_gb_per_gpu: job.spec.memory_gb_per_gpu,
+            attained_gpu_seconds: job.attained_gpu_seconds,
+            allocation: job.allocation.clone(),
+            restarts: job.restarts,
+            oracle_remaining_seconds: oracle,
+        }
+    }
+
+    /// One scheduling round at `now`: snapshot, decide, validate, apply the difference.
+    fn round(
+        &mut self,
+        policy: &mut dyn Policy,
+        rng: &mut ChaCha8Rng,
+        active: &[usize],
+        now: Time,
+        timings: &mut Vec<f64>,
+    ) -> Result<Plan, SimError> {
+        for &index in active {
+            self.jobs[index].account_to(now);
+        }
+        let needs_oracle = policy.needs_oracle();
+        let views: Vec<JobView> = active.iter().map(|&i| self.view(i, needs_oracle)).collect();
+        let snapshot = Snapshot {
+            now,
+            cluster: self.cluster,
+            jobs: &views,
+        };
+        let started = Instant::now();
+        let plan = policy.decide(&snapshot, rng);
+        timings.push(started.elapsed().as_secs_f64());
+        validate_plan(self.cluster, &views, &plan).map_err(|violation| SimError::InvalidPlan {
+            policy: policy.name().to_string(),
+            time: now,
+            violation,
+        })?;
+        // Release first, then place, so that moves within one round never over-fill a node.
+        let mut changes = Vec::new();
+        for &index in active {
+            let desired = plan
+                .allocations
+                .get(&JobId(index as u32))
+                .cloned()
+                .unwrap_or_default();
+            let batch = plan
+                .batch
+                .get(&JobId(index as u32))
+                .map(|b| b.local_batch_size * (b.accumulation_steps + 1) * desired.total_gpus());
+            let current = &self.jobs[index];
+            let rebatch = batch.is_some_and(|b| {
+                current
+                    .config
+                    .as_ref()
+                    .is_some_and(|c| c.total_batch() != b)
+            });
+            if !desired.same_resources(&current.allocation) || rebatch {
+                changes.push((index, desired, batch));
+            }
+        }
+        for (index, _, _) in &changes {
+            self.set_allocation(*index, Allocation::default(), None, now);
+        }
+        for (index, desired, batch) in changes {
+            if !desired.is_empty() {
+                self.set_allocation(index, desired, batch, now);
+            }
+        }
+        self.record_usage(now);
+        Ok(plan)
+    }
+
+    /// Runs the policy over the whole workload. `on_progress` gets the fraction of jobs done.
+    pub fn run(
+        mut self,
+        policy: &mut dyn Policy,
+        workload_name: &str,
+        on_progress: &mut dyn FnMut(f64),
+    ) -> Result<SimResult, SimError> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        let interval = self.config.interval_s.max(1e-3);
+        let order: Vec<usize> = (0..self.jobs.len())
+            .filter(|&i| self.jobs[i].phase == Phase::NotSubmitted)
+            .collect();
+        let total = order.len();
+        let mut next_arrival = 0usize;
+        let mut active: Vec<usize> = Vec::new();
+        let mut finished = 0usize;
+        let mut next_round = interval;
+        let mut wake_at: Option<Time> = None;
+        let mut timings = Vec::new();
+        let (mut rounds, mut events) = (0u64, 0u64);
+        while finished < total {
+            let arrival_time = order
+                .get(next_arrival)
+                .map(|&i| self.jobs[i].spec.submit_time);
+            let completion = self.next_completion();
+            if active.is_empty() {
+                // Idle: jump to the next arrival and realign the periodic grid after it.
+                let Some(t) = arrival_time else { break };
+                if next_round < t {
+                    next_round = (t / interval).ceil() * interval;
+                }
+            }
+            let candidates = [
+                arrival_time,
+                completion.map(|e| e.time),
+                (!active.is_empty()).then_some(next_round),
+                wake_at,
+            ];
+            let Some(now) = candidates.into_iter().flatten().min_by(f64::total_cmp) else {
+                break;
+            };
+            let mut changed = false;
+            while let Some(event) = self.next_completion().filter(|e| e.time <= now) {
+                self.events.pop();
+                self.jobs[event.job].account_to(event.time);
+                self.finish(event.job, event.time);
+                active.retain(|&i| i != event.job);
+                finished += 1;
+                events += 1;
+                changed = true;
+                self.record_usage(event.time);
+            }
+            while let Some(&index) = order
+                .get(next_arrival)
+                .filter(|&&i| self.jobs[i].spec.submit_time <= now)
+            {
+                self.jobs[index].phase = Phase::Active;
+                active.push(index);
+                next_arrival += 1;
+                events += 1;
+                changed = true;
+            }
+            let periodic = now >= next_round;
+            if periodic {
+                next_round = ((now / interval).floor() + 1.0) * interval;
+            }
+            let woken = wake_at.is_some_and(|t| t <= now);
+            if woken {
+                wake_at = None;
+            }
+            if !active.is_empty()
+                && (periodic || woken || (changed && self.config.rounds_on_events))
+            {
+                let plan = self.round(policy, &mut rng, &active, now, &mut timings)?;
+                rounds += 1;
+                wake_at = plan.wake_at.filter(|&t| t > now);
+                let nothing_runs = active.iter().all(|&i| self.jobs[i].allocation.is_empty());
+                if nothing_runs && next_arrival >= order.len() && wake_at.is_none() {
+                    let example = plan
+                        .waiting
+                        .values()
+                        .next()
+                        .cloned()
+                        .unwrap_or_else(|| "no reason given".to_string());
+                    return Err(SimError::Stalled {
+                        time: now,
+                        waiting: active.len(),
+                        example,
+                    });
+                }
+                on_progress(finished as f64 / total.max(1) as f64);
+            }
+        }
+        let jobs: Vec<JobRecord> = self
+            .jobs
+            .iter()
+            .map(|j| JobRecord {
+                name: j.spec.name.clone(),
+                application: j.spec.application.clone(),
+                submit: j.spec.submit_time,
+                start: j.start,
+                end: j.end,
+                restarts: j.restarts,
+                requested_gpus: j.spec.requested_gpus,
+                isolated_seconds: j.isolated_seconds,
+                batch_sizes: j.batch_sizes.clone(),
+            })
+            .collect();
+        let outcomes: Vec<JobOutcome> = jobs
+            .iter()
+            .map(|j| JobOutcome {
+                submit: j.submit,
+                start: j.start,
+                end: j.end,
+                restarts: j.restarts,
+                requested_gpus: j.requested_gpus,
+                isolated_seconds: j.isolated_seconds,
+            })
+            .collect();
+        let metrics = summarize(&outcomes, &self.timeline, self.cluster.total_gpus());
+        on_progress(1.0);
+        Ok(SimResult {
+            policy: policy.name().to_string(),
+            workload: workload_name.to_string(),
+            jobs,
+            timeline: self.timeline,
+            metrics,
+            decision_seconds: timings,
+            rounds,
+            events,
+            notes: self.notes,
+        })
+    }
+}

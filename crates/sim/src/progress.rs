@@ -1,0 +1,154 @@
+//! Ground-truth job progress: how fast a job advances on a placement, from measured profiles
+//! (epochs of statistical progress) or from a recorded duration.
+
+use crate::profiles::{AppProfile, SpeedTable};
+
+/// How a running job is configured: where it runs and with what batch.
+#[derive(Clone, Debug)]
+pub struct RunConfig<'a> {
+    pub table: Option<&'a SpeedTable>,
+    /// GPUs per node in placement order.
+    pub placement: Vec<u32>,
+    pub atomic_bsz: u32,
+    pub accum_steps: u32,
+}
+
+impl RunConfig<'_> {
+    pub fn replicas(&self) -> u32 {
+        self.placement.iter().sum()
+    }
+
+    /// Total batch per optimizer step.
+    pub fn total_batch(&self) -> u32 {
+        self.replicas() * self.atomic_bsz * (self.accum_steps + 1)
+    }
+}
+
+/// A job's true remaining work.
+#[derive(Clone, Debug)]
+pub enum Truth<'a> {
+    Profiled {
+        app: &'a AppProfile,
+        epoch: usize,
+        progress: f64,
+    },
+    Duration {
+        remaining: f64,
+    },
+}
+
+/// The Pollux artifact's rule for a fixed total batch on `replicas` GPUs: split it per GPU,
+/// accumulate when a GPU cannot hold its share, and never exceed the app's largest batch.
+/// `None` as the batch means the artifact's default, max(M0, min_local × replicas).
+pub fn fixed_batch_config(
+    app: &AppProfile,
+    table: &SpeedTable,
+    replicas: u32,
+    batch: Option<u32>,
+) -> (u32, u32) {
+    let replicas = replicas.max(1);
+    let batch = batch.unwrap_or_else(|| app.init_batch_size.max(table.min_local_bsz * replicas));
+    let local = (f64::from(batch) / f64::from(replicas) - 1e-8)
+        .ceil()
+        .max(1.0);
+    let mut accum =
+        ((local / f64::from(table.max_local_bsz.max(1)) - 1e-8).ceil() - 1.0).max(0.0) as u32;
+    if replicas == 1 && batch > app.init_batch_size {
+        accum = accum.max(1);
+    }
+    let mut atomic = (local / f64::from(accum + 1) - 1e-8).ceil().max(1.0) as u32;
+    let count = replicas * (accum + 1);
+    atomic = atomic.min(app.max_batch_size / count).max(1);
+    (atomic, accum)
+}
+
+/// Progress per second (in initial-batch steps) during `epoch`.
+fn profiled_rate(app: &AppProfile, config: &RunConfig<'_>, epoch: usize) -> f64 {
+    let Some(table) = config.table else {
+        return 0.0;
+    };
+    let Some((step, sync)) = table.step_time(&config.placement, f64::from(config.atomic_bsz))
+    else {
+        return 0.0;
+    };
+    let accum_time = (step - sync).max(0.0);
+    let iteration = step + accum_time * f64::from(config.accum_steps);
+    if iteration <= 0.0 {
+        return 0.0;
+    }
+    app.gain(f64::from(config.total_batch()), epoch) / iteration
+}
+
+impl Truth<'_> {
+    pub fn is_done(&self) -> bool {
+        match self {
+            Truth::Profiled { app, epoch, .. } => *epoch >= app.max_epochs,
+            Truth::Duration { remaining } => *remaining <= 0.0,
+        }
+    }
+
+    /// Runs for `seconds` of productive time; returns the seconds used if the job finished.
+    pub fn advance(&mut self, config: &RunConfig<'_>, seconds: f64) -> Option<f64> {
+        match self {
+            Truth::Duration { remaining } => {
+                if seconds >= *remaining {
+                    let used = *remaining;
+                    *remaining = 0.0;
+                    Some(used)
+                } else {
+                    *remaining -= seconds;
+                    None
+                }
+            }
+            Truth::Profiled {
+                app,
+                epoch,
+                progress,
+            } => {
+                let mut left = seconds;
+                let mut used = 0.0;
+                loop {
+                    if *epoch >= app.max_epochs {
+                        return Some(used);
+                    }
+                    let rate = profiled_rate(app, config, *epoch);
+                    let next = app.progress_at_epoch(*epoch + 1);
+                    let need = (next - *progress).max(0.0);
+                    if rate <= 0.0 {
+                        return None;
+                    }
+                    if rate * left < need {
+                        *progress += rate * left;
+                        return None;
+                    }
+                    let crossing = need / rate;
+                    used += crossing;
+                    left -= crossing;
+                    *epoch += 1;
+                    *progress = next;
+                }
+            }
+        }
+    }
+
+    /// Productive seconds left on `config`, or infinity if it can make no progress there.
+    pub fn time_to_finish(&self, config: &RunConfig<'_>) -> f64 {
+        self.clone()
+            .advance(config, f64::INFINITY)
+            .unwrap_or(f64::INFINITY)
+    }
+
+    /// Fraction of the work done, for reports.
+    pub fn fraction_done(&self, total_duration: f64) -> f64 {
+        match self {
+            Truth::Duration { remaining } if total_duration > 0.0 => {
+                1.0 - remaining / total_duration
+            }
+            Truth::Duration { .. } => 1.0,
+            Truth::Profiled { app, progress, .. } => {
+                let end = app.progress_at_epoch(app.max_epochs);
+                if end > 0.0 { progress / end } else { 1.0 }
+            }
+        }
+    }
+}

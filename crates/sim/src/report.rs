@@ -1,0 +1,282 @@
+//! Reports of simulation runs: the comparison table, `summary.json`, `jobs.csv` and SVG plots.
+
+use crate::engine::SimResult;
+use adaptsched_core::metrics::{mean, percentile};
+use plotters::prelude::*;
+use serde_json::{Map, Value, json};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Median wall milliseconds of a run's `decide` calls.
+pub fn decision_ms_median(result: &SimResult) -> f64 {
+    let mut ms: Vec<f64> = result.decision_seconds.iter().map(|s| s * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    percentile(&ms, 50.0)
+}
+
+/// `summary.json`: policy → workload → metrics. Wall-clock fields are `null` unless
+/// `with_timings`, so that two runs with one seed write identical bytes.
+pub fn summary_json(results: &[SimResult], with_timings: bool) -> Value {
+    let mut by_policy = Map::new();
+    for result in results {
+        let m = &result.metrics;
+        let entry = json!({
+            "avg_jct_s": m.avg_jct_s,
+            "median_jct_s": m.median_jct_s,
+            "p99_jct_s": m.p99_jct_s,
+            "makespan_s": m.makespan_s,
+            "avg_queueing_s": m.avg_queueing_s,
+            "gpu_utilization": m.gpu_utilization,
+            "max_finish_time_fairness": m.max_finish_time_fairness,
+            "share_unfair_jobs": m.share_unfair_jobs,
+            "restarts_per_job": m.restarts_per_job,
+            "jobs_completed": m.jobs_completed,
+            "jobs_total": m.jobs_total,
+            "balance_max_deviation": m.balance_max_deviation,
+            "decision_ms_median": if with_timings { json!(decision_ms_median(result)) } else { Value::Null },
+            "rounds": result.rounds,
+            "notes": result.notes,
+        });
+        by_policy
+            .entry(result.policy.clone())
+            .or_insert_with(|| Value::Object(Map::new()))
+            .as_object_mut()
+            .map(|workloads| workloads.insert(result.workload.clone(), entry));
+    }
+    Value::Object(by_policy)
+}
+
+fn optional(value: Option<f64>) -> String {
+    value.map_or_else(String::new, |v| format!("{v:.3}"))
+}
+
+/// `jobs.csv`: one row per job and run.
+pub fn jobs_csv(results: &[SimResult]) -> String {
+    let mut out = String::from(
+        "policy,workload,name,application,requested_gpus,submit,start,end,jct,restarts,batch_sizes\n",
+    );
+    for result in results {
+        for job in &result.jobs {
+            let batches: Vec<String> = job.batch_sizes.iter().map(u32::to_string).collect();
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{:.3},{},{},{},{},{}",
+                result.policy,
+                result.workload,
+                job.name,
+                job.application,
+                job.requested_gpus,
+                job.submit,
+                optional(job.start),
+                optional(job.end),
+                optional(job.jct()),
+                job.restarts,
+                batches.join(";")
+            );
+        }
+    }
+    out
+}
+
+/// The comparison table printed after a run: one row per (policy, workload), then the mean
+/// of each policy over its workloads.
+pub fn comparison_table(results: &[SimResult]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<22} {:>9} {:>9} {:>9} {:>9} {:>6} {:>7} {:>8} {:>9}",
+        "policy",
+        "workload",
+        "done",
+        "avg JCT h",
+        "p99 h",
+        "makespan",
+        "util",
+        "max FTF",
+        "restarts",
+        "decide ms"
+    );
+    let mut policies: Vec<&str> = results.iter().map(|r| r.policy.as_str()).collect();
+    policies.dedup();
+    for policy in policies {
+        let runs: Vec<&SimResult> = results.iter().filter(|r| r.policy == policy).collect();
+        for r in &runs {
+            let m = &r.metrics;
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:>9} {:>9.3} {:>9.2} {:>9.2} {:>6.2} {:>7.2} {:>8.2} {:>9.3}",
+                policy,
+                r.workload,
+                format!("{}/{}", m.jobs_completed, m.jobs_total),
+                m.avg_jct_s / 3600.0,
+                m.p99_jct_s / 3600.0,
+                m.makespan_s / 3600.0,
+                m.gpu_utilization,
+                m.max_finish_time_fairness,
+                m.restarts_per_job,
+                decision_ms_median(r)
+            );
+        }
+        if runs.len() > 1 {
+            let avg =
+                |f: fn(&SimResult) -> f64| mean(&runs.iter().map(|r| f(r)).collect::<Vec<_>>());
+            let _ = writeln!(
+                out,
+                "{:<16} {:<22} {:>9} {:>9.3} {:>9.2} {:>9.2} {:>6.2} {:>7.2} {:>8.2} {:>9.3}",
+                policy,
+                "(mean)",
+                "",
+                avg(|r| r.metrics.avg_jct_s) / 3600.0,
+                avg(|r| r.metrics.p99_jct_s) / 3600.0,
+                avg(|r| r.metrics.makespan_s) / 3600.0,
+                avg(|r| r.metrics.gpu_utilization),
+                avg(|r| r.metrics.max_finish_time_fairness),
+                avg(|r| r.metrics.restarts_per_job),
+                avg(decision_ms_median)
+            );
+        }
+    }
+    out
+}
+
+fn plot_error(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// A line chart of several named series into an SVG file.
+fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> std::io::Result<()> {
+    let points = series.iter().flat_map(|(_, s)| s.iter());
+    let x_max = points.clone().map(|p| p.0).fold(1e-9, f64::max);
+    let y_max = points.map(|p| p.1).fold(1e-9, f64::max);
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_max * 1.05)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(plot_error)?;
+    for (i, (name, data)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)
+}
+
+/// `jct_cdf.svg`: the CDF of JCT (hours) per policy, pooled over workloads.
+pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
+    let mut policies: Vec<&str> = results.iter().map(|r| r.policy.as_str()).collect();
+    policies.dedup();
+    let series: Vec<(String, Vec<(f64, f64)>)> = policies
+        .iter()
+        .map(|&policy| {
+            let mut jcts: Vec<f64> = results
+                .iter()
+                .filter(|r| r.policy == policy)
+                .flat_map(|r| r.jobs.iter().filter_map(|j| j.jct()))
+                .map(|s| s / 3600.0)
+                .collect();
+            jcts.sort_by(f64::total_cmp);
+            let n = jcts.len().max(1) as f64;
+            let cdf = jcts
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| (x, (i + 1) as f64 / n))
+                .collect();
+            (policy.to_string(), cdf)
+        })
+        .collect();
+    line_chart(
+        path,
+        "JCT CDF",
+        "job completion time (h)",
+        "fraction of jobs",
+        &series,
+    )
+}
+
+/// `gpus_<workload>.svg`: GPUs allocated over time, one line per policy.
+pub fn plot_gpus_over_time(
+    path: &Path,
+    workload: &str,
+    results: &[SimResult],
+) -> std::io::Result<()> {
+    let series: Vec<(String, Vec<(f64, f64)>)> = results
+        .iter()
+        .filter(|r| r.workload == workload)
+        .map(|r| {
+            let mut steps = Vec::with_capacity(r.timeline.len() * 2);
+            for (i, step) in r.timeline.iter().enumerate() {
+                let y = f64::from(step.allocated_gpus);
+                if i > 0 {
+                    steps.push((
+                        step.time / 3600.0,
+                        f64::from(r.timeline[i - 1].allocated_gpus),
+                    ));
+                }
+                steps.push((step.time / 3600.0, y));
+            }
+            (r.policy.clone(), steps)
+        })
+        .collect();
+    line_chart(
+        path,
+        &format!("GPUs allocated: {workload}"),
+        "time (h)",
+        "GPUs",
+        &series,
+    )
+}
+
+/// Writes `summary.json`, `jobs.csv` (and `timings.json`) and the plots into `dir`.
+pub fn write_reports(dir: &Path, results: &[SimResult], with_timings: bool) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let summary = serde_json::to_string_pretty(&summary_json(results, with_timings))
+        .map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("summary.json"), summary + "\n")?;
+    std::fs::write(dir.join("jobs.csv"), jobs_csv(results))?;
+    plot_jct_cdf(&dir.join("jct_cdf.svg"), results)?;
+    let mut workloads: Vec<&str> = results.iter().map(|r| r.workload.as_str()).collect();
+    workloads.sort();
+    workloads.dedup();
+    for workload in workloads {
+        plot_gpus_over_time(&dir.join(format!("gpus_{workload}.svg")), workload, results)?;
+    }
+    Ok(())
+}
