@@ -40,7 +40,7 @@ impl Allocation {
 
     /// Whether two allocations give the same GPUs on the same nodes, whatever the order.
     pub fn same_resources(&self, other: &Allocation) -> bool {
-        self.normalized() == other.normalized()
+        self.parts == other.parts || self.normalized() == other.normalized()
     }
 
     fn normalized(&self) -> BTreeMap<NodeId, u32> {

@@ -65,4 +65,10 @@ pub trait Policy: Send {
     fn needs_oracle(&self) -> bool {
         false
     }
+
+    /// Whether a round can change anything while every active job runs. Policies that only
+    /// start queued jobs (or preempt for them) say `false`, and drivers skip those rounds.
+    fn acts_when_nothing_waits(&self) -> bool {
+        true
+    }
 }

@@ -13,6 +13,10 @@ impl Policy for Fifo {
         "fifo"
     }
 
+    fn acts_when_nothing_waits(&self) -> bool {
+        false
+    }
+
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         let mut plan = Plan::default();
         let mut free = FreeResources::of(snapshot.cluster);

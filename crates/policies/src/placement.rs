@@ -8,12 +8,26 @@ pub struct FreeResources {
     pub gpus: Vec<u32>,
     pub cpus: Vec<f64>,
     pub memory_gb: Vec<f64>,
-    gpu_types: Vec<GpuType>,
+    /// Each node's GPU type as an index into `type_names` (cheap to compare).
+    gpu_types: Vec<usize>,
+    type_names: Vec<GpuType>,
 }
 
 impl FreeResources {
     /// Everything free.
     pub fn of(cluster: &Cluster) -> Self {
+        let mut type_names: Vec<GpuType> = Vec::new();
+        let gpu_types = cluster
+            .nodes
+            .iter()
+            .map(|n| match type_names.iter().position(|t| *t == n.gpu_type) {
+                Some(i) => i,
+                None => {
+                    type_names.push(n.gpu_type.clone());
+                    type_names.len() - 1
+                }
+            })
+            .collect();
         FreeResources {
             gpus: cluster.nodes.iter().map(|n| n.gpus).collect(),
             cpus: cluster
@@ -38,7 +52,8 @@ impl FreeResources {
                     }
                 })
                 .collect(),
-            gpu_types: cluster.nodes.iter().map(|n| n.gpu_type.clone()).collect(),
+            gpu_types,
+            type_names,
         }
     }
 
@@ -79,18 +94,22 @@ impl FreeResources {
 
     /// Usable GPUs per allowed GPU type for `job`, in type order.
     fn usable_by_type(&self, job: &JobView) -> Vec<(GpuType, u32)> {
-        let mut by_type: Vec<(GpuType, u32)> = Vec::new();
+        let allowed: Vec<bool> = self.type_names.iter().map(|t| job.allows(t)).collect();
+        let mut usable = vec![0u32; self.type_names.len()];
         for node in 0..self.gpus.len() {
-            let gpu_type = &self.gpu_types[node];
-            if !job.allows(gpu_type) {
-                continue;
-            }
-            let usable = self.usable_gpus(job, node);
-            match by_type.iter_mut().find(|(t, _)| t == gpu_type) {
-                Some((_, count)) => *count += usable,
-                None => by_type.push((gpu_type.clone(), usable)),
+            let t = self.gpu_types[node];
+            if allowed[t] && self.gpus[node] > 0 {
+                usable[t] += self.usable_gpus(job, node);
             }
         }
+        let mut by_type: Vec<(GpuType, u32)> = self
+            .type_names
+            .iter()
+            .zip(usable)
+            .zip(allowed)
+            .filter(|(_, allowed)| *allowed)
+            .map(|((t, u), _)| (t.clone(), u))
+            .collect();
         by_type.sort();
         by_type
     }
@@ -126,8 +145,9 @@ pub fn place_gang(
         return None;
     }
     let gpu_type = free.roomiest_type(job, gpus)?;
+    let type_index = free.type_names.iter().position(|t| *t == gpu_type)?;
     let nodes: Vec<usize> = (0..free.gpus.len())
-        .filter(|&i| free.gpu_types[i] == gpu_type)
+        .filter(|&i| free.gpu_types[i] == type_index)
         .collect();
     if rule == PlacementRule::BestFit {
         let best = nodes

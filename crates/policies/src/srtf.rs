@@ -22,6 +22,10 @@ impl Policy for Srtf {
         true
     }
 
+    fn acts_when_nothing_waits(&self) -> bool {
+        false
+    }
+
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         let mut order: Vec<&JobView> = snapshot.jobs.iter().collect();
         order.sort_by(|a, b| {

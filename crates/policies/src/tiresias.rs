@@ -129,6 +129,10 @@ impl Policy for Tiresias {
         self.name
     }
 
+    fn acts_when_nothing_waits(&self) -> bool {
+        false
+    }
+
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         self.update_queues(snapshot);
         let views: BTreeMap<JobId, &adaptsched_core::JobView> =

@@ -271,7 +271,8 @@ impl<'a> Simulation<'a> {
         config: SimConfig,
     ) -> Result<Self, InputError> {
         let mut notes = workload.notes.clone();
-        let cluster_types: Vec<GpuType> = cluster.gpus_by_type().into_keys().collect();
+        let gpus_by_type = cluster.gpus_by_type();
+        let cluster_types: Vec<GpuType> = gpus_by_type.keys().cloned().collect();
         let mut jobs = Vec::with_capacity(workload.jobs.len());
         let mut rejected = 0usize;
         for spec in &workload.jobs {
@@ -312,7 +313,7 @@ impl<'a> Simulation<'a> {
             };
             let largest_pool = allowed
                 .iter()
-                .map(|t| cluster.gpus_by_type().get(t).copied().unwrap_or(0))
+                .map(|t| gpus_by_type.get(t).copied().unwrap_or(0))
                 .max()
                 .unwrap_or(0);
             let phase = if min_gpus > largest_pool {
@@ -459,9 +460,10 @@ impl<'a> Simulation<'a> {
         job.accounted_to = now;
     }
 
-    fn view(&self, index: usize, needs_oracle: bool) -> JobView {
+    /// The oracle's remaining run time of a job on its requested GPUs (srtf only).
+    fn oracle_remaining(&self, index: usize) -> f64 {
         let job = &self.jobs[index];
-        let oracle = needs_oracle.then(|| {
+        {
             let gpu_type = match job.allocation.parts.first() {
                 Some(&(node, _)) => self.cluster.nodes[node.index()].gpu_type.clone(),
                 None => job
@@ -478,7 +480,12 @@ impl<'a> Simulation<'a> {
                 placement,
                 job.spec.requested_batch_size,
             ))
-        });
+        }
+    }
+
+    /// A job's view at admission; `refresh_view` keeps its changing fields current.
+    fn view(&self, index: usize) -> JobView {
+        let job = &self.jobs[index];
         JobView {
             id: JobId(index as u32),
             name: job.spec.name.clone(),
@@ -495,8 +502,18 @@ impl<'a> Simulation<'a> {
             attained_gpu_seconds: job.attained_gpu_seconds,
             allocation: job.allocation.clone(),
             restarts: job.restarts,
-            oracle_remaining_seconds: oracle,
+            oracle_remaining_seconds: None,
         }
+    }
+
+    fn refresh_view(&self, view: &mut JobView, index: usize, needs_oracle: bool) {
+        let job = &self.jobs[index];
+        view.attained_gpu_seconds = job.attained_gpu_seconds;
+        view.restarts = job.restarts;
+        if view.allocation != job.allocation {
+            view.allocation.clone_from(&job.allocation);
+        }
+        view.oracle_remaining_seconds = needs_oracle.then(|| self.oracle_remaining(index));
     }
 
     /// One scheduling round at `now`: snapshot, decide, validate, apply the difference.
@@ -505,23 +522,24 @@ impl<'a> Simulation<'a> {
         policy: &mut dyn Policy,
         rng: &mut ChaCha8Rng,
         active: &[usize],
+        views: &mut [JobView],
         now: Time,
         timings: &mut Vec<f64>,
     ) -> Result<Plan, SimError> {
-        for &index in active {
-            self.jobs[index].account_to(now);
-        }
         let needs_oracle = policy.needs_oracle();
-        let views: Vec<JobView> = active.iter().map(|&i| self.view(i, needs_oracle)).collect();
+        for (view, &index) in views.iter_mut().zip(active) {
+            self.jobs[index].account_to(now);
+            self.refresh_view(view, index, needs_oracle);
+        }
         let snapshot = Snapshot {
             now,
             cluster: self.cluster,
-            jobs: &views,
+            jobs: views,
         };
         let started = Instant::now();
         let plan = policy.decide(&snapshot, rng);
         timings.push(started.elapsed().as_secs_f64());
-        validate_plan(self.cluster, &views, &plan).map_err(|violation| SimError::InvalidPlan {
+        validate_plan(self.cluster, views, &plan).map_err(|violation| SimError::InvalidPlan {
             policy: policy.name().to_string(),
             time: now,
             violation,
@@ -576,6 +594,8 @@ impl<'a> Simulation<'a> {
         let total = order.len();
         let mut next_arrival = 0usize;
         let mut active: Vec<usize> = Vec::new();
+        // Views of the active jobs, aligned with `active`; refreshed in place each round.
+        let mut views: Vec<JobView> = Vec::new();
         let mut finished = 0usize;
         let mut next_round = interval;
         let mut wake_at: Option<Time> = None;
@@ -607,7 +627,10 @@ impl<'a> Simulation<'a> {
                 self.events.pop();
                 self.jobs[event.job].account_to(event.time);
                 self.finish(event.job, event.time);
-                active.retain(|&i| i != event.job);
+                if let Some(position) = active.iter().position(|&i| i == event.job) {
+                    active.remove(position);
+                    views.remove(position);
+                }
                 finished += 1;
                 events += 1;
                 changed = true;
@@ -619,6 +642,7 @@ impl<'a> Simulation<'a> {
             {
                 self.jobs[index].phase = Phase::Active;
                 active.push(index);
+                views.push(self.view(index));
                 next_arrival += 1;
                 events += 1;
                 changed = true;
@@ -631,10 +655,12 @@ impl<'a> Simulation<'a> {
             if woken {
                 wake_at = None;
             }
+            let someone_waits = active.iter().any(|&i| self.jobs[i].allocation.is_empty());
             if !active.is_empty()
+                && (someone_waits || policy.acts_when_nothing_waits())
                 && (periodic || woken || (changed && self.config.rounds_on_events))
             {
-                let plan = self.round(policy, &mut rng, &active, now, &mut timings)?;
+                let plan = self.round(policy, &mut rng, &active, &mut views, now, &mut timings)?;
                 rounds += 1;
                 wake_at = plan.wake_at.filter(|&t| t > now);
                 let nothing_runs = active.iter().all(|&i| self.jobs[i].allocation.is_empty());
