@@ -48,7 +48,7 @@ pub struct SimulateArgs {
     seed: u64,
 
     /// Seconds between periodic scheduling rounds.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     interval: f64,
 
     /// Also schedule at arrivals and completions (events), or only periodically.
@@ -57,7 +57,7 @@ pub struct SimulateArgs {
 
     /// Checkpoint-restore delay of every restart, in seconds (default: per application from
     /// the profiles; 30 s for Pollux profiles and raw traces).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     restart_delay: Option<f64>,
 
     /// Measured profiles folder (Pollux or Sia artifact layout); default: the bundled Pollux ones.

@@ -721,3 +721,196 @@ impl<'a> Simulation<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adaptsched_core::Node;
+    use adaptsched_policies::build_policy;
+
+    fn cluster(nodes: u32, gpus: u32) -> Cluster {
+        let node = |i: u32| Node {
+            name: format!("n{i}"),
+            gpu_type: GpuType::new("t4"),
+            gpus,
+            cpu_cores: 0,
+            memory_gb: 0.0,
+            network_gbps: 0.0,
+        };
+        Cluster {
+            name: "test".into(),
+            nodes: (0..nodes).map(node).collect(),
+        }
+    }
+
+    fn bundled_profiles() -> ProfileSet {
+        ProfileSet::read(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/pollux/profiles"
+        )))
+        .expect("bundled profiles")
+    }
+
+    fn workload(jobs: Vec<JobSpec>) -> Workload {
+        Workload {
+            name: "w".into(),
+            jobs,
+            notes: Vec::new(),
+        }
+    }
+
+    fn run(policy: &str, cluster: &Cluster, w: &Workload, config: SimConfig) -> SimResult {
+        let profiles = bundled_profiles();
+        let mut policy = build_policy(policy).expect("policy");
+        Simulation::new(cluster, w, &profiles, config)
+            .expect("valid")
+            .run(policy.as_mut(), "w", &mut |_| {})
+            .expect("runs")
+    }
+
+    #[test]
+    fn a_lone_job_starts_at_arrival_and_pays_one_restart_delay() {
+        let c = cluster(1, 4);
+        let w = workload(vec![
+            JobSpec::new("a", 10.0, "trace", 2).with_duration(100.0),
+        ]);
+        let r = run("fifo", &c, &w, SimConfig::default());
+        assert_eq!(r.jobs[0].start, Some(10.0));
+        assert_eq!(r.jobs[0].end, Some(10.0 + 30.0 + 100.0));
+        assert_eq!(r.metrics.jobs_completed, 1);
+    }
+
+    #[test]
+    fn periodic_rounds_wait_for_the_grid_like_the_pollux_artifact() {
+        let c = cluster(1, 4);
+        let w = workload(vec![
+            JobSpec::new("a", 10.0, "trace", 2).with_duration(100.0),
+        ]);
+        let config = SimConfig {
+            rounds_on_events: false,
+            restart_delay_s: Some(0.0),
+            ..SimConfig::default()
+        };
+        let r = run("fifo", &c, &w, config);
+        assert_eq!(r.jobs[0].start, Some(60.0));
+        assert_eq!(r.jobs[0].end, Some(160.0));
+    }
+
+    #[test]
+    fn fifo_queues_and_utilization_counts_allocated_gpu_time() {
+        // Two 4-GPU jobs on one 4-GPU node: the second waits for the first.
+        let c = cluster(1, 4);
+        let w = workload(vec![
+            JobSpec::new("a", 0.0, "trace", 4).with_duration(100.0),
+            JobSpec::new("b", 0.0, "trace", 4).with_duration(100.0),
+        ]);
+        let r = run(
+            "fifo",
+            &c,
+            &w,
+            SimConfig {
+                restart_delay_s: Some(0.0),
+                ..SimConfig::default()
+            },
+        );
+        assert_eq!(r.jobs[0].end, Some(100.0));
+        assert_eq!(r.jobs[1].start, Some(100.0));
+        assert_eq!(r.jobs[1].end, Some(200.0));
+        assert!((r.metrics.gpu_utilization - 1.0).abs() < 1e-12);
+        assert_eq!(r.metrics.avg_jct_s, 150.0);
+    }
+
+    #[test]
+    fn tiresias_preempts_a_demoted_job_for_a_new_one_and_resumes_it() {
+        // A 4-GPU job runs past the 16 GPU-hour threshold (4 h); a new 4-GPU job then takes
+        // its GPUs; the first resumes afterwards with its progress kept.
+        let c = cluster(1, 4);
+        let w = workload(vec![
+            JobSpec::new("long", 0.0, "trace", 4).with_duration(6.0 * 3600.0),
+            JobSpec::new("short", 5.0 * 3600.0, "trace", 4).with_duration(600.0),
+        ]);
+        let r = run(
+            "tiresias",
+            &c,
+            &w,
+            SimConfig {
+                restart_delay_s: Some(0.0),
+                ..SimConfig::default()
+            },
+        );
+        let (long, short) = (&r.jobs[0], &r.jobs[1]);
+        assert_eq!(
+            short.start,
+            Some(5.0 * 3600.0),
+            "the new job preempts at once"
+        );
+        assert_eq!(long.restarts, 1);
+        assert_eq!(
+            long.end,
+            Some(6.0 * 3600.0 + 600.0),
+            "progress kept across preemption"
+        );
+        // FIFO would make the short job wait an hour.
+        let f = run(
+            "fifo",
+            &c,
+            &w,
+            SimConfig {
+                restart_delay_s: Some(0.0),
+                ..SimConfig::default()
+            },
+        );
+        assert_eq!(f.jobs[1].start, Some(6.0 * 3600.0));
+    }
+
+    #[test]
+    fn profiled_jobs_finish_after_their_epochs() {
+        let c = cluster(16, 4);
+        let w = workload(vec![
+            JobSpec::new("c", 0.0, "cifar10", 1).with_batch_size(128),
+        ]);
+        let r = run("fifo", &c, &w, SimConfig::default());
+        let jct = r.jobs[0].jct().expect("finishes");
+        // 100 epochs of CIFAR-10 at batch 128 on one T4: a few hours, not minutes or days.
+        assert!(jct > 3600.0 && jct < 24.0 * 3600.0, "{jct}");
+        assert_eq!(r.jobs[0].batch_sizes, vec![128]);
+        // More GPUs for the same batch is faster.
+        let w4 = workload(vec![
+            JobSpec::new("c", 0.0, "cifar10", 4).with_batch_size(512),
+        ]);
+        let r4 = run("fifo", &c, &w4, SimConfig::default());
+        assert!(r4.jobs[0].jct().expect("finishes") < jct);
+    }
+
+    #[test]
+    fn impossible_jobs_are_reported_not_run() {
+        let c = cluster(1, 4);
+        let w = workload(vec![
+            JobSpec::new("big", 0.0, "trace", 8).with_duration(10.0),
+            JobSpec::new("ok", 0.0, "trace", 1).with_duration(10.0),
+        ]);
+        let r = run("fifo", &c, &w, SimConfig::default());
+        assert_eq!(r.metrics.jobs_completed, 1);
+        assert_eq!(r.metrics.jobs_total, 2);
+        assert!(
+            r.notes.iter().any(|n| n.contains("never schedulable")),
+            "{:?}",
+            r.notes
+        );
+    }
+
+    #[test]
+    fn unknown_application_is_an_input_error() {
+        let c = cluster(1, 4);
+        let w = workload(vec![JobSpec::new("x", 0.0, "resnet9000", 1)]);
+        let profiles = bundled_profiles();
+        let err = Simulation::new(&c, &w, &profiles, SimConfig::default())
+            .err()
+            .expect("fails")
+            .to_string();
+        assert!(
+            err.contains("resnet9000") && err.contains("cifar10"),
+            "{err}"
+        );
+    }
+}

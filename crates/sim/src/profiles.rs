@@ -3,7 +3,6 @@
 
 use crate::error::InputError;
 use adaptsched_core::GpuType;
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -17,7 +16,7 @@ pub enum ProfileLayout {
 }
 
 /// One epoch of a validation run.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpochStats {
     pub progress: f64,
     pub iteration: f64,
@@ -186,36 +185,55 @@ impl SpeedTable {
     }
 }
 
-#[derive(Deserialize)]
-struct PlacementRow {
-    placement: String,
-    local_bsz: f64,
-    step_time: f64,
-    sync_time: f64,
-}
-
-#[derive(Deserialize)]
-struct ScalabilityRow {
-    num_nodes: u32,
-    num_replicas: u32,
-    local_bsz: f64,
-    step_time: f64,
-    sync_time: f64,
-}
-
-fn open_csv(path: &Path) -> Result<csv::Reader<std::fs::File>, InputError> {
-    csv::ReaderBuilder::new()
+/// The named columns of every row of a CSV file, with the row's line number.
+fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>, InputError> {
+    let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
+        .flexible(true)
         .from_path(path)
-        .map_err(|e| InputError::file(path, e.to_string()))
+        .map_err(|e| InputError::file(path, e.to_string()))?;
+    let header = reader
+        .headers()
+        .map_err(|e| InputError::file(path, e.to_string()))?
+        .clone();
+    let mut index = Vec::with_capacity(columns.len());
+    for column in columns {
+        let position = header.iter().position(|h| h == *column).ok_or_else(|| {
+            InputError::file(path, format!("missing column {column:?} in header"))
+        })?;
+        index.push(position);
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| InputError::Row {
+            file: path.to_path_buf(),
+            line: e.position().map_or(0, |p| p.line()),
+            message: e.to_string(),
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let mut values = Vec::with_capacity(columns.len());
+        for (&i, column) in index.iter().zip(columns) {
+            let value = record.get(i).ok_or_else(|| {
+                InputError::field(path, line, column, "", "missing (truncated row)")
+            })?;
+            values.push(value.to_string());
+        }
+        rows.push((line, values));
+    }
+    Ok(rows)
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> InputError {
-    let line = e.position().map_or(0, |p| p.line());
-    InputError::Row {
-        file: path.to_path_buf(),
-        line,
-        message: e.to_string(),
+/// A finite number ≥ 0 from column `column` of `line`.
+fn number(path: &Path, line: u64, column: &str, text: &str) -> Result<f64, InputError> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(InputError::field(
+            path,
+            line,
+            column,
+            text,
+            "expected a finite number ≥ 0",
+        )),
     }
 }
 
@@ -233,34 +251,18 @@ fn parse_placement(path: &Path, line: u64, text: &str) -> Result<Vec<u32>, Input
     }
 }
 
-fn check_finite(path: &Path, line: u64, column: &str, value: f64) -> Result<f64, InputError> {
-    if value.is_finite() && value >= 0.0 {
-        Ok(value)
-    } else {
-        Err(InputError::field(
-            path,
-            line,
-            column,
-            &value.to_string(),
-            "expected a finite number ≥ 0",
-        ))
-    }
-}
-
 fn read_speed_table(placements: &Path, scalability: &Path) -> Result<SpeedTable, InputError> {
     let mut table = SpeedTable::default();
     // (nodes, GPUs, batch bits) → (batch, Σ step, Σ sync, count), to average placements of one shape.
     type ShapeKey = (u32, u32, u64);
     let mut shape_sums: BTreeMap<ShapeKey, (f64, f64, f64, u32)> = BTreeMap::new();
-    let mut reader = open_csv(placements)?;
-    for (i, row) in reader.deserialize::<PlacementRow>().enumerate() {
-        let line = i as u64 + 2;
-        let row = row.map_err(|e| csv_error(placements, e))?;
-        let placement = parse_placement(placements, line, &row.placement)?;
+    let columns = ["placement", "local_bsz", "step_time", "sync_time"];
+    for (line, row) in read_columns(placements, &columns)? {
+        let placement = parse_placement(placements, line, &row[0])?;
         let point = SpeedPoint {
-            local_bsz: check_finite(placements, line, "local_bsz", row.local_bsz)?,
-            step_time: check_finite(placements, line, "step_time", row.step_time)?,
-            sync_time: check_finite(placements, line, "sync_time", row.sync_time)?,
+            local_bsz: number(placements, line, columns[1], &row[1])?,
+            step_time: number(placements, line, columns[2], &row[2])?,
+            sync_time: number(placements, line, columns[3], &row[3])?,
         };
         let shape = (
             placement.len() as u32,
@@ -291,27 +293,47 @@ fn read_speed_table(placements: &Path, scalability: &Path) -> Result<SpeedTable,
             });
     }
     if scalability.exists() {
-        let mut reader = open_csv(scalability)?;
-        for (i, row) in reader.deserialize::<ScalabilityRow>().enumerate() {
-            let line = i as u64 + 2;
-            let row = row.map_err(|e| csv_error(scalability, e))?;
-            if row.num_nodes == 0 || row.num_replicas < row.num_nodes {
+        let columns = [
+            "num_nodes",
+            "num_replicas",
+            "local_bsz",
+            "step_time",
+            "sync_time",
+        ];
+        for (line, row) in read_columns(scalability, &columns)? {
+            let count = |i: usize| -> Result<u32, InputError> {
+                row[i]
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| {
+                        InputError::field(
+                            scalability,
+                            line,
+                            columns[i],
+                            &row[i],
+                            "expected a whole number ≥ 1",
+                        )
+                    })
+            };
+            let (num_nodes, num_replicas) = (count(0)?, count(1)?);
+            if num_replicas < num_nodes {
                 return Err(InputError::field(
                     scalability,
                     line,
-                    "num_replicas",
-                    &row.num_replicas.to_string(),
+                    columns[1],
+                    &row[1],
                     "fewer GPUs than nodes",
                 ));
             }
             let point = SpeedPoint {
-                local_bsz: check_finite(scalability, line, "local_bsz", row.local_bsz)?,
-                step_time: check_finite(scalability, line, "step_time", row.step_time)?,
-                sync_time: check_finite(scalability, line, "sync_time", row.sync_time)?,
+                local_bsz: number(scalability, line, columns[2], &row[2])?,
+                step_time: number(scalability, line, columns[3], &row[3])?,
+                sync_time: number(scalability, line, columns[4], &row[4])?,
             };
             table
                 .by_shape
-                .entry((row.num_nodes, row.num_replicas))
+                .entry((num_nodes, num_replicas))
                 .or_default()
                 .push(point);
         }
@@ -331,19 +353,23 @@ fn read_speed_table(placements: &Path, scalability: &Path) -> Result<SpeedTable,
 }
 
 fn read_validation(path: &Path) -> Result<Vec<EpochStats>, InputError> {
-    let mut reader = open_csv(path)?;
+    let columns = ["progress", "iteration", "metric", "grad_sqr", "grad_var"];
     let mut epochs = Vec::new();
-    for (i, row) in reader.deserialize::<EpochStats>().enumerate() {
-        let line = i as u64 + 2;
-        let row = row.map_err(|e| csv_error(path, e))?;
-        for (column, value) in [
-            ("progress", row.progress),
-            ("grad_sqr", row.grad_sqr),
-            ("grad_var", row.grad_var),
-        ] {
-            check_finite(path, line, column, value)?;
-        }
-        epochs.push(row);
+    for (line, row) in read_columns(path, &columns)? {
+        let metric = row[2]
+            .parse::<f64>()
+            .ok()
+            .filter(|m| m.is_finite())
+            .ok_or_else(|| {
+                InputError::field(path, line, columns[2], &row[2], "expected a finite number")
+            })?;
+        epochs.push(EpochStats {
+            progress: number(path, line, columns[0], &row[0])?,
+            iteration: number(path, line, columns[1], &row[1])?,
+            metric,
+            grad_sqr: number(path, line, columns[3], &row[3])?,
+            grad_var: number(path, line, columns[4], &row[4])?,
+        });
     }
     if epochs.is_empty() {
         return Err(InputError::file(path, "no epochs"));
@@ -546,5 +572,139 @@ impl ProfileSet {
 
     pub fn app(&self, name: &str) -> Option<&AppProfile> {
         self.apps.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled() -> ProfileSet {
+        ProfileSet::read(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/pollux/profiles"
+        )))
+        .expect("bundled")
+    }
+
+    #[test]
+    fn placements_are_keyed_by_their_smallest_rotation() {
+        assert_eq!(normalize_placement(&[2, 1, 1]), vec![1, 1, 2]);
+        assert_eq!(normalize_placement(&[4, 0, 2]), vec![2, 4]);
+        assert_eq!(normalize_placement(&[3]), vec![3]);
+    }
+
+    #[test]
+    fn interpolation_is_linear_and_clamped() {
+        let pts = [(1.0, 10.0, 1.0), (3.0, 30.0, 3.0)];
+        assert_eq!(interpolate(&pts, 2.0), Some((20.0, 2.0)));
+        assert_eq!(interpolate(&pts, 0.0), Some((10.0, 1.0)));
+        assert_eq!(interpolate(&pts, 9.0), Some((30.0, 3.0)));
+        assert_eq!(interpolate(&[], 1.0), None);
+    }
+
+    #[test]
+    fn reads_the_pollux_layout_with_the_artifact_constants() {
+        let set = bundled();
+        assert_eq!(set.layout, ProfileLayout::Pollux);
+        assert_eq!(set.apps.len(), 6);
+        let cifar = set.app("cifar10").expect("cifar10");
+        assert_eq!(
+            (
+                cifar.init_batch_size,
+                cifar.max_batch_size,
+                cifar.max_epochs
+            ),
+            (128, 4096, 100)
+        );
+        assert_eq!(cifar.restart_delay_s, 30.0);
+        assert_eq!(
+            set.app("yolov3").expect("yolov3").speed["aws"].max_local_bsz,
+            8
+        );
+        assert_eq!(set.app("bert").expect("bert").max_epochs, 2);
+        // Measured point: cifar10 on one GPU at local batch 32 (placements.csv line 2).
+        let (step, sync) = cifar.speed["aws"].step_time(&[1], 32.0).expect("measured");
+        assert!(
+            (step - 0.0427886962890625).abs() < 1e-12
+                && (sync - 0.0004995360016822816).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn unmeasured_placements_interpolate_between_measured_shapes() {
+        let set = bundled();
+        let table = &set.app("cifar10").expect("cifar10").speed["aws"];
+        // 5 nodes × 4 GPUs is not measured; it lies between 4 nodes × 4 and 6 nodes × 4.
+        let (four, _) = table.step_time(&[4, 4, 4, 4], 128.0).expect("measured");
+        let (six, _) = table
+            .step_time(&[4, 4, 4, 4, 4, 4], 128.0)
+            .expect("scalability");
+        let (five, _) = table
+            .step_time(&[4, 4, 4, 4, 4], 128.0)
+            .expect("interpolated");
+        assert!(
+            five >= four.min(six) && five <= four.max(six),
+            "{four} {five} {six}"
+        );
+    }
+
+    #[test]
+    fn gain_is_one_at_the_initial_batch_and_grows_with_batch() {
+        let set = bundled();
+        let cifar = set.app("cifar10").expect("cifar10");
+        assert!((cifar.gain(128.0, 0) - 1.0).abs() < 1e-12);
+        let (sqr, var) = cifar.grad_stats(1024.0, 5);
+        let by_hand = (var + sqr) / (var / 8.0 + sqr);
+        assert!((cifar.gain(1024.0, 5) - by_hand).abs() < 1e-9);
+        assert!(cifar.gain(1024.0, 5) > 1.0 && cifar.gain(1024.0, 5) <= 8.0);
+        // Midway between measured batches, statistics interpolate linearly.
+        let (s_lo, v_lo) = cifar.grad_stats(256.0, 3);
+        let (s_hi, v_hi) = cifar.grad_stats(512.0, 3);
+        let (s_mid, v_mid) = cifar.grad_stats(384.0, 3);
+        assert!(
+            (s_mid - (s_lo + s_hi) / 2.0).abs() < 1e-9
+                && (v_mid - (v_lo + v_hi) / 2.0).abs() < 1e-9
+        );
+    }
+
+    #[test]
+    fn malformed_profiles_name_file_and_value() {
+        let dir = tempfile::tempdir().expect("temp");
+        let app = dir.path().join("toy");
+        std::fs::create_dir(&app).expect("mkdir");
+        std::fs::write(
+            app.join("validation-8.csv"),
+            "progress,iteration,metric,grad_sqr,grad_var\n1,1,0.5,1,1\n",
+        )
+        .expect("write");
+        std::fs::write(
+            app.join("placements.csv"),
+            "placement,local_bsz,step_time,sync_time\n1x,8,0.1,0.0\n",
+        )
+        .expect("write");
+        let err = ProfileSet::read(dir.path())
+            .expect_err("bad placement")
+            .to_string();
+        assert!(
+            err.contains("placements.csv:2") && err.contains("1x"),
+            "{err}"
+        );
+        std::fs::write(
+            app.join("placements.csv"),
+            "placement,local_bsz,step_time,sync_time\n1,8,slow,0.0\n",
+        )
+        .expect("write");
+        let err = ProfileSet::read(dir.path())
+            .expect_err("bad number")
+            .to_string();
+        assert!(
+            err.contains("placements.csv") && err.contains("slow"),
+            "{err}"
+        );
+        let err = ProfileSet::read(&dir.path().join("missing"))
+            .expect_err("no dir")
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
     }
 }

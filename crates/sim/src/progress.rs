@@ -152,3 +152,78 @@ impl Truth<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles::ProfileSet;
+    use std::path::Path;
+
+    fn bundled() -> ProfileSet {
+        ProfileSet::read(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/pollux/profiles"
+        )))
+        .expect("bundled")
+    }
+
+    #[test]
+    fn fixed_batches_split_per_gpu_and_accumulate_like_the_artifact() {
+        let set = bundled();
+        let cifar = set.app("cifar10").expect("cifar10");
+        let table = &cifar.speed["aws"];
+        // 2048 over 6 GPUs: ceil(341.33) = 342 per GPU, fits in one step (max local 1024).
+        assert_eq!(fixed_batch_config(cifar, table, 6, Some(2048)), (342, 0));
+        // One GPU above M0: the artifact forces one accumulation step.
+        assert_eq!(fixed_batch_config(cifar, table, 1, Some(256)), (128, 1));
+        // Never past the largest batch: 4096 / (16 × 1) = 256 per GPU.
+        assert_eq!(fixed_batch_config(cifar, table, 16, Some(8192)), (256, 0));
+        // Default batch: max(M0, min_local × replicas) = max(128, 32 × 8) = 256 → 32 each.
+        assert_eq!(fixed_batch_config(cifar, table, 8, None), (32, 0));
+    }
+
+    #[test]
+    fn duration_work_advances_and_finishes() {
+        let config = RunConfig {
+            table: None,
+            placement: vec![1],
+            atomic_bsz: 0,
+            accum_steps: 0,
+        };
+        let mut truth = Truth::Duration { remaining: 100.0 };
+        assert_eq!(truth.advance(&config, 40.0), None);
+        assert_eq!(truth.time_to_finish(&config), 60.0);
+        assert_eq!(truth.advance(&config, 100.0), Some(60.0));
+        assert!(truth.is_done());
+    }
+
+    #[test]
+    fn profiled_work_advances_epoch_by_epoch() {
+        let set = bundled();
+        let ncf = set.app("ncf").expect("ncf");
+        let table = &ncf.speed["aws"];
+        let (atomic_bsz, accum_steps) = fixed_batch_config(ncf, table, 1, Some(256));
+        let config = RunConfig {
+            table: Some(table),
+            placement: vec![1],
+            atomic_bsz,
+            accum_steps,
+        };
+        let fresh = Truth::Profiled {
+            app: ncf,
+            epoch: 0,
+            progress: 0.0,
+        };
+        let total = fresh.time_to_finish(&config);
+        assert!(total.is_finite() && total > 0.0);
+        let mut half = fresh.clone();
+        assert_eq!(half.advance(&config, total / 2.0), None);
+        assert!((half.time_to_finish(&config) - total / 2.0).abs() < 1e-6 * total);
+        if let Truth::Profiled { epoch, .. } = half {
+            assert!(epoch > 0 && epoch < ncf.max_epochs);
+        }
+        let mut done = fresh;
+        assert!(done.advance(&config, total * 1.01).is_some());
+        assert!(done.is_done());
+    }
+}
