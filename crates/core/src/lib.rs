@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod ids;
 pub mod job;
 pub mod metrics;
+pub mod perf;
 pub mod plan;
 pub mod policy;
 

@@ -1,0 +1,510 @@
+//! Performance models (Pollux, OSDI'21 §3): throughput from α/β/γ fitted online, statistical
+//! efficiency from the gradient noise scale, goodput, and the best batch for an allocation.
+
+use serde::{Deserialize, Serialize};
+
+/// Throughput-model parameters: compute (`c`), inter-node sync (`n`), intra-node sync (`r`),
+/// and γ ≥ 1 for how much compute and sync overlap.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PerfParams {
+    pub alpha_c: f64,
+    pub beta_c: f64,
+    pub alpha_n: f64,
+    pub beta_n: f64,
+    pub alpha_r: f64,
+    pub beta_r: f64,
+    pub gamma: f64,
+}
+
+/// Gradient statistics a job reports: |g|² and tr(Σ) (pre-conditioned), measured at its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradStats {
+    pub sqr: f64,
+    pub var: f64,
+}
+
+/// A job's batch-size limits: initial (M0) and largest total batch, per-GPU batch range.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchLimits {
+    pub init_batch: u32,
+    pub max_batch: u32,
+    pub min_local: u32,
+    pub max_local: u32,
+}
+
+/// One measured configuration: seconds per accumulation step and per optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub nodes: u32,
+    pub replicas: u32,
+    pub local_bsz: u32,
+    pub accum_step_time: f64,
+    pub optim_step_time: f64,
+}
+
+/// The best batch configuration for one allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchChoice {
+    /// Goodput in initial-batch samples per second.
+    pub goodput: f64,
+    pub local_bsz: u32,
+    pub accum_steps: u32,
+}
+
+impl BatchChoice {
+    pub fn total_batch(&self, replicas: u32) -> u32 {
+        replicas * self.local_bsz * (self.accum_steps + 1)
+    }
+}
+
+/// Seconds of one forward/backward pass at per-GPU batch `local_bsz`.
+pub fn accum_time(p: &PerfParams, local_bsz: f64) -> f64 {
+    p.alpha_c + p.beta_c * local_bsz
+}
+
+/// Seconds of gradient synchronization: 0 on one GPU, intra-node or inter-node ring all-reduce.
+pub fn network_time(p: &PerfParams, nodes: u32, replicas: u32) -> f64 {
+    let extra = (f64::from(replicas) - 2.0).max(1e-8);
+    if nodes > 1 {
+        p.alpha_n + p.beta_n * extra
+    } else if replicas > 1 {
+        p.alpha_r + p.beta_r * extra
+    } else {
+        1e-8
+    }
+}
+
+/// Seconds of the synchronizing (optimizer) step, with compute and sync overlapping by γ.
+pub fn optim_time(p: &PerfParams, accum: f64, network: f64) -> f64 {
+    (accum.powf(p.gamma) + network.powf(p.gamma)).powf(1.0 / p.gamma)
+}
+
+/// Seconds per optimizer step with `accum_steps` extra accumulation steps.
+pub fn iteration_time(
+    p: &PerfParams,
+    nodes: u32,
+    replicas: u32,
+    local_bsz: f64,
+    accum_steps: u32,
+) -> f64 {
+    let accum = accum_time(p, local_bsz);
+    f64::from(accum_steps) * accum + optim_time(p, accum, network_time(p, nodes, replicas))
+}
+
+/// Samples per second.
+pub fn throughput(
+    p: &PerfParams,
+    nodes: u32,
+    replicas: u32,
+    local_bsz: f64,
+    accum_steps: u32,
+) -> f64 {
+    let batch = f64::from(replicas) * local_bsz * f64::from(accum_steps + 1);
+    batch / iteration_time(p, nodes, replicas, local_bsz, accum_steps)
+}
+
+/// Statistical efficiency of total batch `batch` relative to `init_batch`:
+/// AdaScale gain ÷ scale, i.e. `(φ + M0)/(φ + M)` with noise scale φ = M0·var/sqr.
+pub fn efficiency(grad: &GradStats, init_batch: f64, batch: f64) -> f64 {
+    let scale = batch / init_batch;
+    let denominator = grad.var / scale + grad.sqr;
+    let gain = if denominator > 0.0 {
+        (grad.var + grad.sqr) / denominator
+    } else {
+        1.0
+    };
+    gain / scale
+}
+
+/// Goodput (initial-batch samples per second) of a configuration.
+pub fn goodput(
+    p: &PerfParams,
+    grad: &GradStats,
+    init_batch: u32,
+    nodes: u32,
+    replicas: u32,
+    local_bsz: u32,
+    accum_steps: u32,
+) -> f64 {
+    let batch = f64::from(replicas * local_bsz * (accum_steps + 1));
+    throughput(p, nodes, replicas, f64::from(local_bsz), accum_steps)
+        * efficiency(grad, f64::from(init_batch), batch)
+}
+
+/// Number of total batch sizes tried per allocation (geometrically spaced, as Pollux does).
+const BATCH_CANDIDATES: usize = 50;
+
+/// The (per-GPU batch, accumulation steps) with the best goodput on `replicas` GPUs over
+/// `nodes` nodes, within the job's limits; `None` if no batch fits.
+pub fn best_batch(
+    p: &PerfParams,
+    grad: &GradStats,
+    limits: &BatchLimits,
+    nodes: u32,
+    replicas: u32,
+) -> Option<BatchChoice> {
+    if replicas == 0 {
+        return None;
+    }
+    let r = f64::from(replicas);
+    let low = f64::from(limits.init_batch.max(limits.min_local * replicas));
+    let high = f64::from(limits.max_batch);
+    if low > high {
+        return None;
+    }
+    let mut best: Option<BatchChoice> = None;
+    for i in 0..BATCH_CANDIDATES {
+        let t = i as f64 / (BATCH_CANDIDATES - 1) as f64;
+        let batch = low * (high / low).powf(t);
+        let local = batch / r;
+        let mut accum = ((local / f64::from(limits.max_local) - 1e-8).ceil() - 1.0).max(0.0) as u32;
+        if replicas == 1 && local > f64::from(limits.init_batch) + 1e-8 {
+            accum = accum.max(1);
+        }
+        let atomic = (local / f64::from(accum + 1) - 1e-8).ceil() as u32;
+        if atomic < limits.min_local || atomic > limits.max_local {
+            continue;
+        }
+        let value = goodput(p, grad, limits.init_batch, nodes, replicas, atomic, accum);
+        if value.is_finite() && best.is_none_or(|b| value > b.goodput) {
+            best = Some(BatchChoice {
+                goodput: value,
+                local_bsz: atomic,
+                accum_steps: accum,
+            });
+        }
+    }
+    best
+}
+
+/// Which parameters the data can identify; the rest stay at their priors (Pollux's rules).
+#[derive(Clone, Copy, Debug)]
+struct Identifiable {
+    alpha_c: bool,
+    inter_node: bool,
+    intra_node: bool,
+    retrogress: bool,
+}
+
+const LOWER: f64 = 1e-8;
+
+/// Fits α/β/γ to observations: minimizes the RMS log error of accumulation and optimizer step
+/// times plus Pollux's penalties 1e-3(γ−1)² and 1e-2((β_n/α_n)² + (β_r/α_r)²). Parameters
+/// the data cannot identify keep their priors: α_c = half the mean accumulation time when one
+/// batch size was seen; inter-node terms at their floor until a multi-node placement, intra-node
+/// ones until a multi-GPU single-node one, β terms until more than two GPUs.
+pub fn fit_perf_params(observations: &[Observation]) -> Option<PerfParams> {
+    if observations.is_empty() {
+        return None;
+    }
+    let first_bsz = observations[0].local_bsz;
+    let known = Identifiable {
+        alpha_c: observations.iter().any(|o| o.local_bsz != first_bsz),
+        inter_node: observations.iter().any(|o| o.nodes > 1),
+        intra_node: observations.iter().any(|o| o.nodes == 1 && o.replicas > 1),
+        retrogress: observations.iter().any(|o| o.replicas > 2),
+    };
+    let mean_accum =
+        observations.iter().map(|o| o.accum_step_time).sum::<f64>() / observations.len() as f64;
+    let fixed_alpha_c = (!known.alpha_c).then_some(mean_accum / 2.0);
+    // Free parameters, each optimized as the log of its excess over the lower bound (γ − 1 for γ).
+    let mut free: Vec<usize> = vec![1, 6];
+    if known.alpha_c {
+        free.push(0);
+    }
+    if known.inter_node {
+        free.push(2);
+        if known.retrogress {
+            free.push(3);
+        }
+    }
+    if known.intra_node {
+        free.push(4);
+        if known.retrogress {
+            free.push(5);
+        }
+    }
+    free.sort_unstable();
+    let initial: [f64; 7] = [1e-1, 1e-2, 1e-1, 1e-2, 1e-1, 1e-2, 1.0 + 1e-3];
+    let build = |x: &[f64]| -> PerfParams {
+        let mut v = [LOWER, LOWER, LOWER, LOWER, LOWER, LOWER, 1.0];
+        v[0] = fixed_alpha_c.unwrap_or(LOWER);
+        for (slot, &index) in free.iter().enumerate() {
+            v[index] = if index == 6 {
+                1.0 + 9.0 / (1.0 + (-x[slot]).exp())
+            } else {
+                LOWER + x[slot].exp()
+            };
+        }
+        PerfParams {
+            alpha_c: v[0],
+            beta_c: v[1],
+            alpha_n: v[2],
+            beta_n: v[3],
+            alpha_r: v[4],
+            beta_r: v[5],
+            gamma: v[6],
+        }
+    };
+    let start: Vec<f64> = free
+        .iter()
+        .map(|&i| {
+            if i == 6 {
+                -((9.0 / (initial[6] - 1.0)) - 1.0).ln()
+            } else {
+                (initial[i] - LOWER).ln()
+            }
+        })
+        .collect();
+    let objective = |x: &[f64]| fit_objective(&build(x), observations);
+    let x = minimize_bfgs(&objective, start, 200);
+    let mut params = build(&x);
+    if !known.inter_node {
+        // Prior: crossing nodes is at least as slow as syncing within one.
+        params.alpha_n = params.alpha_n.max(params.alpha_r * 1.1);
+        params.beta_n = params.beta_n.max(params.beta_r * 1.1);
+    }
+    Some(params)
+}
+
+fn fit_objective(p: &PerfParams, observations: &[Observation]) -> f64 {
+    let n = observations.len() as f64;
+    let (mut accum_err, mut optim_err) = (0.0, 0.0);
+    for o in observations {
+        let accum = accum_time(p, f64::from(o.local_bsz));
+        let optim = optim_time(p, accum, network_time(p, o.nodes, o.replicas));
+        accum_err += (accum.ln() - o.accum_step_time.max(1e-12).ln()).powi(2);
+        optim_err += (optim.ln() - o.optim_step_time.max(1e-12).ln()).powi(2);
+    }
+    let penalty = 1e-3 * (p.gamma - 1.0).powi(2)
+        + 1e-2 * ((p.beta_n / p.alpha_n).powi(2) + (p.beta_r / p.alpha_r).powi(2));
+    let value = (accum_err / n).sqrt() + (optim_err / n).sqrt() + penalty;
+    if value.is_finite() { value } else { f64::MAX }
+}
+
+/// Central-difference gradient.
+fn gradient(f: &dyn Fn(&[f64]) -> f64, x: &[f64]) -> Vec<f64> {
+    let mut probe = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let h = 1e-6 * x[i].abs().max(1.0);
+            probe[i] = x[i] + h;
+            let up = f(&probe);
+            probe[i] = x[i] - h;
+            let down = f(&probe);
+            probe[i] = x[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// Unconstrained BFGS with Armijo backtracking; small dimensions only.
+fn minimize_bfgs(f: &dyn Fn(&[f64]) -> f64, mut x: Vec<f64>, max_iterations: usize) -> Vec<f64> {
+    let n = x.len();
+    let mut h = vec![vec![0.0; n]; n];
+    for (i, row) in h.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    let mut fx = f(&x);
+    let mut g = gradient(f, &x);
+    for _ in 0..max_iterations {
+        let direction: Vec<f64> = (0..n)
+            .map(|i| -(0..n).map(|j| h[i][j] * g[j]).sum::<f64>())
+            .collect();
+        let slope: f64 = direction.iter().zip(&g).map(|(d, g)| d * g).sum();
+        let (direction, slope) = if slope < 0.0 {
+            (direction, slope)
+        } else {
+            // Not a descent direction: reset to steepest descent.
+            for (i, row) in h.iter_mut().enumerate() {
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = if i == j { 1.0 } else { 0.0 });
+            }
+            (
+                g.iter().map(|v| -v).collect(),
+                -g.iter().map(|v| v * v).sum::<f64>(),
+            )
+        };
+        let mut step = 1.0;
+        let mut next: Vec<f64>;
+        let mut f_next;
+        loop {
+            next = x
+                .iter()
+                .zip(&direction)
+                .map(|(x, d)| x + step * d)
+                .collect();
+            f_next = f(&next);
+            if f_next <= fx + 1e-4 * step * slope || step < 1e-10 {
+                break;
+            }
+            step *= 0.5;
+        }
+        if f_next > fx {
+            break;
+        }
+        let g_next = gradient(f, &next);
+        let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = g_next.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let improvement = fx - f_next;
+        x = next;
+        fx = f_next;
+        g = g_next;
+        if improvement < 1e-12 && g.iter().map(|v| v.abs()).fold(0.0, f64::max) < 1e-7 {
+            break;
+        }
+        if sy > 1e-12 {
+            // BFGS update of the inverse Hessian.
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| h[i][j] * y[j]).sum())
+                .collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[i][j] +=
+                        ((sy + yhy) * s[i] * s[j]) / (sy * sy) - (hy[i] * s[j] + s[i] * hy[j]) / sy;
+                }
+            }
+        }
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRUE: PerfParams = PerfParams {
+        alpha_c: 0.02,
+        beta_c: 0.001,
+        alpha_n: 0.08,
+        beta_n: 0.01,
+        alpha_r: 0.01,
+        beta_r: 0.002,
+        gamma: 1.6,
+    };
+
+    #[test]
+    fn iteration_time_by_hand() {
+        // 2 nodes × 4 GPUs, local batch 100, one accumulation step:
+        // accum = 0.02 + 0.1 = 0.12; network = 0.08 + 0.01·6 = 0.14;
+        // optim = (0.12^1.6 + 0.14^1.6)^(1/1.6); total = 0.12 + optim.
+        let optim = (0.12f64.powf(1.6) + 0.14f64.powf(1.6)).powf(1.0 / 1.6);
+        assert!((iteration_time(&TRUE, 2, 8, 100.0, 1) - (0.12 + optim)).abs() < 1e-12);
+        // One GPU: no sync to speak of.
+        assert!((iteration_time(&TRUE, 1, 1, 100.0, 0) - 0.12).abs() < 1e-6);
+        // Throughput counts every sample of every accumulation step.
+        assert!((throughput(&TRUE, 2, 8, 100.0, 1) - 1600.0 / (0.12 + optim)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn efficiency_matches_the_noise_scale_formula() {
+        let grad = GradStats { sqr: 2.0, var: 6.0 };
+        // φ = M0·var/sqr = 100·3 = 300; efficiency(M) = (φ + M0)/(φ + M).
+        for batch in [100.0, 200.0, 800.0, 3200.0] {
+            let expected = (300.0 + 100.0) / (300.0 + batch);
+            assert!(
+                (efficiency(&grad, 100.0, batch) - expected).abs() < 1e-12,
+                "{batch}"
+            );
+        }
+    }
+
+    #[test]
+    fn best_batch_grows_with_noise_and_respects_limits() {
+        let limits = BatchLimits {
+            init_batch: 128,
+            max_batch: 4096,
+            min_local: 32,
+            max_local: 512,
+        };
+        let quiet = GradStats { sqr: 1.0, var: 0.1 };
+        let noisy = GradStats {
+            sqr: 1.0,
+            var: 100.0,
+        };
+        let small = best_batch(&TRUE, &quiet, &limits, 1, 4).expect("fits");
+        let large = best_batch(&TRUE, &noisy, &limits, 1, 4).expect("fits");
+        assert!(
+            large.total_batch(4) > small.total_batch(4),
+            "{small:?} {large:?}"
+        );
+        for choice in [small, large] {
+            assert!((32..=512).contains(&choice.local_bsz));
+            assert!(choice.total_batch(4) <= 4096 + 4 * 512);
+        }
+        // Nothing fits when even the smallest per-GPU batch exceeds the largest total batch.
+        assert!(best_batch(&TRUE, &quiet, &limits, 64, 256).is_none());
+    }
+
+    fn observe(
+        p: &PerfParams,
+        nodes: u32,
+        replicas: u32,
+        local_bsz: u32,
+        noise: f64,
+    ) -> Observation {
+        let accum = accum_time(p, f64::from(local_bsz));
+        Observation {
+            nodes,
+            replicas,
+            local_bsz,
+            accum_step_time: accum * (1.0 + noise),
+            optim_step_time: optim_time(p, accum, network_time(p, nodes, replicas)) * (1.0 - noise),
+        }
+    }
+
+    #[test]
+    fn fitting_recovers_known_parameters_from_noisy_data() {
+        let mut observations = Vec::new();
+        let mut k = 0u32;
+        for &(nodes, replicas) in &[(1, 1), (1, 2), (1, 4), (2, 8), (4, 16), (3, 6), (2, 4)] {
+            for &bsz in &[32, 64, 128, 256] {
+                k += 1;
+                // Deterministic ±2% noise.
+                let noise = 0.02 * ((f64::from(k) * 1.7).sin());
+                observations.push(observe(&TRUE, nodes, replicas, bsz, noise));
+            }
+        }
+        let fit = fit_perf_params(&observations).expect("fits");
+        let close = |a: f64, b: f64, tolerance: f64| ((a - b) / b).abs() < tolerance;
+        assert!(close(fit.alpha_c, TRUE.alpha_c, 0.15), "{fit:?}");
+        assert!(close(fit.beta_c, TRUE.beta_c, 0.1), "{fit:?}");
+        assert!(close(fit.alpha_n, TRUE.alpha_n, 0.25), "{fit:?}");
+        assert!(close(fit.alpha_r, TRUE.alpha_r, 0.5), "{fit:?}");
+        assert!((fit.gamma - TRUE.gamma).abs() < 0.4, "{fit:?}");
+        // What matters most: predicted step times are within a few percent.
+        for o in &observations {
+            let predicted = optim_time(
+                &fit,
+                accum_time(&fit, f64::from(o.local_bsz)),
+                network_time(&fit, o.nodes, o.replicas),
+            );
+            assert!(
+                close(predicted, o.optim_step_time, 0.08),
+                "{o:?} → {predicted}"
+            );
+        }
+    }
+
+    #[test]
+    fn unidentifiable_parameters_keep_their_priors() {
+        let one = [observe(&TRUE, 1, 1, 64, 0.0)];
+        let fit = fit_perf_params(&one).expect("fits");
+        assert!(
+            (fit.alpha_c - accum_time(&TRUE, 64.0) / 2.0).abs() < 1e-12,
+            "α_c = half the step"
+        );
+        assert!(
+            fit.alpha_r <= 1e-7 && fit.beta_r <= 1e-7,
+            "no multi-GPU data: sync at its floor"
+        );
+        assert!(
+            fit.alpha_n >= fit.alpha_r,
+            "inter-node never cheaper than intra-node"
+        );
+        assert!(fit_perf_params(&[]).is_none());
+    }
+}
