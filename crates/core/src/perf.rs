@@ -177,6 +177,30 @@ pub fn best_batch(
     best
 }
 
+/// What the driver knows about a job's performance, fitted online from its own reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobModel {
+    /// Fitted throughput parameters; `None` until the job has run.
+    pub perf: Option<PerfParams>,
+    /// Latest gradient statistics the job reported.
+    pub grad: Option<GradStats>,
+    pub limits: BatchLimits,
+    /// GPU-count and batch the job may not leave (`None` = free), e.g. jobs pinned by the user.
+    pub fixed_batch: Option<u32>,
+    /// The most GPUs the job has run on so far (exploration: grow at most to twice this).
+    pub max_replicas_seen: u32,
+}
+
+impl JobModel {
+    /// The best batch and its goodput on `replicas` GPUs over `nodes` nodes, or `None` before
+    /// the job has a fitted model.
+    pub fn best(&self, nodes: u32, replicas: u32) -> Option<BatchChoice> {
+        let perf = self.perf.as_ref()?;
+        let grad = self.grad.unwrap_or(GradStats { sqr: 1.0, var: 0.0 });
+        best_batch(perf, &grad, &self.limits, nodes, replicas)
+    }
+}
+
 /// Which parameters the data can identify; the rest stay at their priors (Pollux's rules).
 #[derive(Clone, Copy, Debug)]
 struct Identifiable {

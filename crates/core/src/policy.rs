@@ -31,6 +31,8 @@ pub struct JobView {
     /// The oracle's remaining run time on the requested GPUs; given only to policies that
     /// declare `needs_oracle` (the `srtf` lower bound), never to a real scheduler.
     pub oracle_remaining_seconds: Option<f64>,
+    /// The driver's online-fitted performance model (profiled jobs), if any.
+    pub model: Option<crate::perf::JobModel>,
 }
 
 impl JobView {
@@ -70,5 +72,11 @@ pub trait Policy: Send {
     /// start queued jobs (or preempt for them) say `false`, and drivers skip those rounds.
     fn acts_when_nothing_waits(&self) -> bool {
         true
+    }
+
+    /// Whether jobs of category `adaptive` train with the batch size their fitted goodput model
+    /// picks (Pollux-style co-adaptation) rather than the batch size they asked for.
+    fn adapts_batch_size(&self) -> bool {
+        false
     }
 }

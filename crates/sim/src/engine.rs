@@ -6,6 +6,9 @@ use crate::profiles::{AppProfile, DEFAULT_RESTART_DELAY_S, ProfileSet, SpeedTabl
 use crate::progress::{RunConfig, Truth, fixed_batch_config};
 use crate::workload::Workload;
 use adaptsched_core::metrics::{JobOutcome, RunMetrics, UsageStep, balance_spread, summarize};
+use adaptsched_core::perf::{
+    BatchLimits, GradStats, JobModel, Observation, PerfParams, fit_perf_params,
+};
 use adaptsched_core::{
     Allocation, Cluster, GpuType, JobCategory, JobId, JobSpec, JobView, Plan, PlanViolation,
     Policy, Snapshot, Time, Work, validate_plan,
@@ -152,6 +155,17 @@ struct SimJob<'a> {
     generation: u64,
     isolated_seconds: f64,
     batch_sizes: Vec<u32>,
+    /// The epoch whose end the pending milestone event marks.
+    milestone_epoch: usize,
+    /// Whether the job picks its own batch from its fitted model (Pollux-style).
+    adaptive_batch: bool,
+    /// Batch the artifact pins for this application under adaptive policies (ncf).
+    pinned_batch: Option<u32>,
+    /// What the job has reported: distinct (nodes, GPUs, per-GPU batch) step times.
+    observations: Vec<Observation>,
+    perf: Option<PerfParams>,
+    grad: Option<GradStats>,
+    max_replicas_seen: u32,
 }
 
 impl<'a> SimJob<'a> {
@@ -222,6 +236,106 @@ fn config_for<'a>(
             accum_steps: 0,
         },
     }
+}
+
+/// Batch limits of an application on one node kind.
+fn batch_limits(app: &AppProfile, table: &SpeedTable) -> BatchLimits {
+    BatchLimits {
+        init_batch: app.init_batch_size,
+        max_batch: app.max_batch_size,
+        min_local: table.min_local_bsz,
+        max_local: table.max_local_bsz,
+    }
+}
+
+/// How a job runs on `placement`: its own fitted-goodput batch when it adapts (the default
+/// before it has a model), else the batch asked for (or `batch`, a policy's choice).
+fn job_config<'a>(
+    job: &SimJob<'a>,
+    gpu_type: &GpuType,
+    placement: Vec<u32>,
+    batch: Option<u32>,
+) -> RunConfig<'a> {
+    let Some((app, table)) = job.app.and_then(|a| table_for(a, gpu_type).map(|t| (a, t))) else {
+        return RunConfig {
+            table: None,
+            placement,
+            atomic_bsz: 0,
+            accum_steps: 0,
+        };
+    };
+    let replicas: u32 = placement.iter().sum();
+    let nodes = placement.len() as u32;
+    let adaptive = job.adaptive_batch && job.pinned_batch.is_none() && batch.is_none();
+    let choice = adaptive
+        .then(|| {
+            let grad = job.grad.unwrap_or(GradStats { sqr: 1.0, var: 0.0 });
+            job.perf.and_then(|p| {
+                adaptsched_core::perf::best_batch(
+                    &p,
+                    &grad,
+                    &batch_limits(app, table),
+                    nodes,
+                    replicas,
+                )
+            })
+        })
+        .flatten();
+    let (atomic_bsz, accum_steps) = match choice {
+        Some(c) => {
+            let count = replicas * (c.accum_steps + 1);
+            (
+                c.local_bsz.min(app.max_batch_size / count).max(1),
+                c.accum_steps,
+            )
+        }
+        None if adaptive => fixed_batch_config(app, table, replicas, None),
+        None => fixed_batch_config(
+            app,
+            table,
+            replicas,
+            batch.or(job.pinned_batch).or(job.spec.requested_batch_size),
+        ),
+    };
+    RunConfig {
+        table: Some(table),
+        placement,
+        atomic_bsz,
+        accum_steps,
+    }
+}
+
+/// Records what a job running on `config` reports (step times, gradient statistics) and
+/// refits its throughput model when the configuration is new, as a live job would.
+fn observe(job: &mut SimJob<'_>, config: &RunConfig<'_>) {
+    let (Some(app), Some(table)) = (job.app, config.table) else {
+        return;
+    };
+    job.grad = {
+        let (sqr, var) = app.grad_stats(f64::from(config.total_batch()), job.truth.epoch());
+        Some(GradStats { sqr, var })
+    };
+    let nodes = config.placement.len() as u32;
+    let replicas = config.replicas();
+    let seen = job
+        .observations
+        .iter()
+        .any(|o| o.nodes == nodes && o.replicas == replicas && o.local_bsz == config.atomic_bsz);
+    if seen {
+        return;
+    }
+    let Some((step, sync)) = table.step_time(&config.placement, f64::from(config.atomic_bsz))
+    else {
+        return;
+    };
+    job.observations.push(Observation {
+        nodes,
+        replicas,
+        local_bsz: config.atomic_bsz,
+        accum_step_time: (step - sync).max(1e-9),
+        optim_step_time: step.max(1e-9),
+    });
+    job.perf = fit_perf_params(&job.observations);
 }
 
 /// The best time alone on the requested GPUs over the job's allowed types, plus one start-up.
@@ -345,6 +459,13 @@ impl<'a> Simulation<'a> {
                 generation: 0,
                 isolated_seconds: 0.0,
                 batch_sizes: Vec::new(),
+                milestone_epoch: 0,
+                adaptive_batch: false,
+                pinned_batch: None,
+                observations: Vec::new(),
+                perf: None,
+                grad: None,
+                max_replicas_seen: 0,
             };
             job.isolated_seconds = isolated_seconds(&job, cluster);
             jobs.push(job);
@@ -363,6 +484,34 @@ impl<'a> Simulation<'a> {
             events: BinaryHeap::new(),
             seq: 0,
         })
+    }
+
+    /// Under a batch-adapting policy, `adaptive` profiled jobs choose their own batch and may
+    /// use up to the GPUs their largest batch can feed (the Pollux artifact's bounds; its ncf
+    /// jobs stay at batch 32768 on one GPU).
+    fn enable_adaptive_batches(&mut self) {
+        let cluster_gpus = self.cluster.total_gpus();
+        for job in &mut self.jobs {
+            let Some(app) = job.app else { continue };
+            if job.spec.category != JobCategory::Adaptive {
+                continue;
+            }
+            job.adaptive_batch = true;
+            job.pinned_batch = app.pinned_batch;
+            let min_local = app
+                .speed
+                .values()
+                .map(|t| t.min_local_bsz)
+                .min()
+                .unwrap_or(1)
+                .max(1);
+            job.min_gpus = 1;
+            job.max_gpus = if app.pinned_batch.is_some() {
+                1
+            } else {
+                (app.max_batch_size / min_local).clamp(1, cluster_gpus)
+            };
+        }
     }
 
     fn push_event(&mut self, time: Time, job: usize) {
@@ -429,27 +578,62 @@ impl<'a> Simulation<'a> {
         let gpu_type = self.cluster.nodes[allocation.parts[0].0.index()]
             .gpu_type
             .clone();
-        let config = config_for(
-            job.app,
-            &gpu_type,
-            allocation.placement(),
-            batch.or(job.spec.requested_batch_size),
-        );
+        let placement = allocation.placement();
         if job.start.is_some() {
             job.restarts += 1;
         } else {
             job.start = Some(now);
         }
+        job.max_replicas_seen = job.max_replicas_seen.max(allocation.total_gpus());
+        job.productive_from = now + job.restart_delay;
+        job.allocation = allocation;
+        let config = job_config(job, &gpu_type, placement, batch);
+        let from = job.productive_from;
+        self.start_config(index, config, from);
+    }
+
+    /// Runs job `index` on `config` from `from` on: records what it reports and schedules its
+    /// next milestone.
+    fn start_config(&mut self, index: usize, config: RunConfig<'a>, from: Time) {
+        let job = &mut self.jobs[index];
         if job.app.is_some() && !job.batch_sizes.contains(&config.total_batch()) {
             job.batch_sizes.push(config.total_batch());
         }
-        job.productive_from = now + job.restart_delay;
-        let finish = job.productive_from + job.truth.time_to_finish(&config);
-        job.config = Some(config);
-        job.allocation = allocation;
-        if finish.is_finite() {
-            self.push_event(finish, index);
+        if job.adaptive_batch {
+            observe(job, &config);
         }
+        let until = job.truth.time_to_milestone(&config);
+        job.milestone_epoch = job.truth.epoch() + 1;
+        job.config = Some(config);
+        job.generation += 1;
+        let at = from.max(job.accounted_to) + until;
+        if until.is_finite() {
+            self.push_event(at, index);
+        }
+    }
+
+    /// A milestone event: the end of an epoch (or of the job).
+    fn reach_milestone(&mut self, index: usize, now: Time) -> bool {
+        let job = &mut self.jobs[index];
+        job.account_to(now);
+        job.truth.reach_milestone(job.milestone_epoch);
+        if job.truth.is_done() {
+            return true;
+        }
+        // Between epochs the job re-picks its batch (same GPUs, no restart).
+        let Some(current) = job.config.clone() else {
+            return false;
+        };
+        let next = if job.adaptive_batch {
+            let gpu_type = self.cluster.nodes[job.allocation.parts[0].0.index()]
+                .gpu_type
+                .clone();
+            job_config(job, &gpu_type, current.placement.clone(), None)
+        } else {
+            current
+        };
+        self.start_config(index, next, now);
+        false
     }
 
     fn finish(&mut self, index: usize, now: Time) {
@@ -503,6 +687,7 @@ impl<'a> Simulation<'a> {
             allocation: job.allocation.clone(),
             restarts: job.restarts,
             oracle_remaining_seconds: None,
+            model: None,
         }
     }
 
@@ -514,6 +699,26 @@ impl<'a> Simulation<'a> {
             view.allocation.clone_from(&job.allocation);
         }
         view.oracle_remaining_seconds = needs_oracle.then(|| self.oracle_remaining(index));
+        if job.adaptive_batch
+            && let Some(app) = job.app
+        {
+            let gpu_type = match job.allocation.parts.first() {
+                Some(&(node, _)) => &self.cluster.nodes[node.index()].gpu_type,
+                None => job
+                    .allowed_gpu_types
+                    .first()
+                    .unwrap_or(&self.cluster.nodes[0].gpu_type),
+            };
+            if let Some(table) = table_for(app, gpu_type) {
+                view.model = Some(JobModel {
+                    perf: job.perf,
+                    grad: job.grad,
+                    limits: batch_limits(app, table),
+                    fixed_batch: job.pinned_batch,
+                    max_replicas_seen: job.max_replicas_seen,
+                });
+            }
+        }
     }
 
     /// One scheduling round at `now`: snapshot, decide, validate, apply the difference.
@@ -587,6 +792,9 @@ impl<'a> Simulation<'a> {
         on_progress: &mut dyn FnMut(f64),
     ) -> Result<SimResult, SimError> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        if policy.adapts_batch_size() {
+            self.enable_adaptive_batches();
+        }
         let interval = self.config.interval_s.max(1e-3);
         let order: Vec<usize> = (0..self.jobs.len())
             .filter(|&i| self.jobs[i].phase == Phase::NotSubmitted)
@@ -625,14 +833,16 @@ impl<'a> Simulation<'a> {
             let mut changed = false;
             while let Some(event) = self.next_completion().filter(|e| e.time <= now) {
                 self.events.pop();
-                self.jobs[event.job].account_to(event.time);
+                events += 1;
+                if !self.reach_milestone(event.job, event.time) {
+                    continue;
+                }
                 self.finish(event.job, event.time);
                 if let Some(position) = active.iter().position(|&i| i == event.job) {
                     active.remove(position);
                     views.remove(position);
                 }
                 finished += 1;
-                events += 1;
                 changed = true;
                 self.record_usage(event.time);
             }

@@ -12,4 +12,6 @@ pub mod engine;
 pub mod load;
 pub mod profiles;
 pub mod progress;
+pub mod reference;
 pub mod report;
+pub mod synthetic;

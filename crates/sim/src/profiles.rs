@@ -68,6 +68,8 @@ pub struct AppProfile {
     pub max_batch_size: u32,
     pub max_epochs: usize,
     pub restart_delay_s: f64,
+    /// A batch the Pollux artifact pins under adaptive policies (ncf: 32768 on one GPU).
+    pub pinned_batch: Option<u32>,
     /// Cumulative progress at the end of each epoch (min over validation runs).
     epoch_progress: Vec<f64>,
 }
@@ -450,6 +452,7 @@ impl AppProfile {
                 ProfileLayout::Pollux => DEFAULT_RESTART_DELAY_S,
                 ProfileLayout::Sia => sia_restart_delay(&name),
             },
+            pinned_batch: (layout == ProfileLayout::Pollux && name == "ncf").then_some(32768),
             name,
             validation,
             speed,

@@ -131,6 +131,51 @@ impl Truth<'_> {
         }
     }
 
+    /// Productive seconds to the next milestone on `config`: the end of the current epoch
+    /// (profiled jobs, whose batch may change between epochs) or the end of the job.
+    pub fn time_to_milestone(&self, config: &RunConfig<'_>) -> f64 {
+        match self {
+            Truth::Duration { remaining } => *remaining,
+            Truth::Profiled {
+                app,
+                epoch,
+                progress,
+            } => {
+                let rate = profiled_rate(app, config, *epoch);
+                if rate <= 0.0 {
+                    return f64::INFINITY;
+                }
+                (app.progress_at_epoch(*epoch + 1) - progress).max(0.0) / rate
+            }
+        }
+    }
+
+    /// Snaps to the end of epoch `target` (or of the job, for duration work), which
+    /// `time_to_milestone` predicted; only floating-point drift can leave it short.
+    pub fn reach_milestone(&mut self, target: usize) {
+        match self {
+            Truth::Duration { remaining } => *remaining = 0.0,
+            Truth::Profiled {
+                app,
+                epoch,
+                progress,
+            } => {
+                if *epoch < target {
+                    *epoch = target;
+                    *progress = app.progress_at_epoch(target);
+                }
+            }
+        }
+    }
+
+    /// The epoch being trained (0 for duration work).
+    pub fn epoch(&self) -> usize {
+        match self {
+            Truth::Profiled { epoch, .. } => *epoch,
+            Truth::Duration { .. } => 0,
+        }
+    }
+
     /// Productive seconds left on `config`, or infinity if it can make no progress there.
     pub fn time_to_finish(&self, config: &RunConfig<'_>) -> f64 {
         self.clone()
