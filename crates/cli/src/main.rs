@@ -1,5 +1,6 @@
 //! The `adaptsched` command line: a thin layer over the library crates.
 
+mod bench;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +18,15 @@ struct Cli {
 enum Command {
     /// Replay workloads on a simulated cluster under one or more policies and compare them.
     Simulate(simulate::SimulateArgs),
+    /// Benchmarks: time policy decisions on seeded synthetic clusters.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

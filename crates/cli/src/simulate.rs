@@ -5,6 +5,7 @@ use adaptsched_sim::clusters::{PRESET_NAMES, resolve_cluster};
 use adaptsched_sim::engine::{SimConfig, SimResult, Simulation};
 use adaptsched_sim::load::load_workloads;
 use adaptsched_sim::profiles::ProfileSet;
+use adaptsched_sim::reference::{compare, comparison_text, read_reference};
 use adaptsched_sim::report::{comparison_table, write_reports};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
@@ -72,6 +73,12 @@ pub struct SimulateArgs {
     #[arg(long)]
     timings: bool,
 
+    /// Compare with a reference result, a Pollux-artifact style summary.json
+    /// ({"jcts": {workload: {job: seconds}}, "avgs": {...}, "mean": ...}): prints, per policy,
+    /// our average, p99 and makespan against theirs per workload, and job-by-job deviations.
+    #[arg(long, value_name = "FILE")]
+    reference: Option<PathBuf>,
+
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -100,6 +107,13 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(BUNDLED_PROFILES));
     let profiles = ProfileSet::read(&profiles_dir)
         .with_context(|| format!("--profiles {}", profiles_dir.display()))?;
+    // Read before the runs, so that a malformed file fails fast.
+    let reference = args
+        .reference
+        .as_deref()
+        .map(read_reference)
+        .transpose()
+        .context("--reference")?;
     let workloads = load_workloads(&args.workload, &profiles)?;
     for workload in &workloads {
         for note in &workload.notes {
@@ -140,6 +154,23 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     print!("{}", comparison_table(&results));
+    if let Some(reference) = &reference {
+        let mut policies: Vec<&str> = Vec::new();
+        for name in &args.policy {
+            if !policies.contains(&name.as_str()) {
+                policies.push(name);
+            }
+        }
+        for policy in policies {
+            let runs: Vec<(&str, &[_])> = results
+                .iter()
+                .filter(|r| r.policy == policy)
+                .map(|r| (r.workload.as_str(), r.jobs.as_slice()))
+                .collect();
+            let comparison = compare(policy, &runs, reference);
+            print!("{}", comparison_text(&comparison, &reference.file));
+        }
+    }
     if let Some(out) = &args.out {
         write_reports(out, &results, args.timings)
             .with_context(|| format!("writing reports to {}", out.display()))?;

@@ -2,6 +2,7 @@
 
 pub mod fifo;
 pub mod placement;
+pub mod pollux;
 pub mod proportional;
 pub mod registry;
 pub mod srtf;

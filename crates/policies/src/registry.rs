@@ -1,5 +1,6 @@
 //! The policy registry: one name → constructor map; the name is the CLI and config key.
 
+use crate::pollux::Pollux;
 use crate::{
     fifo::Fifo, proportional::Proportional, srtf::Srtf, tiresias::Tiresias,
     tiresias::TiresiasConfig,
@@ -7,7 +8,14 @@ use crate::{
 use adaptsched_core::Policy;
 
 /// Every registered policy name, in the order `--help` lists them.
-pub const POLICY_NAMES: &[&str] = &["fifo", "srtf", "tiresias", "tiresias-paper", "proportional"];
+pub const POLICY_NAMES: &[&str] = &[
+    "fifo",
+    "srtf",
+    "tiresias",
+    "tiresias-paper",
+    "proportional",
+    "pollux",
+];
 
 /// A policy name that is not in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +32,7 @@ pub fn build_policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
         "tiresias" => Box::new(Tiresias::new("tiresias", TiresiasConfig::default())),
         "tiresias-paper" => Box::new(Tiresias::new("tiresias-paper", TiresiasConfig::paper())),
         "proportional" => Box::new(Proportional),
+        "pollux" => Box::new(Pollux::default()),
         other => {
             return Err(UnknownPolicy {
                 name: other.to_string(),

@@ -416,3 +416,33 @@ fn a_fixed_run_is_deterministic() {
         assert!(a.timeline.len() > 2, "{policy}: {:?}", a.timeline);
     }
 }
+
+#[test]
+fn zz_cpu_infeasible() {
+    let cluster = Cluster {
+        name: "c".into(),
+        nodes: vec![Node {
+            name: "n0".into(),
+            gpu_type: GpuType::new("t4"),
+            gpus: 4,
+            cpu_cores: 8,
+            memory_gb: 0.0,
+            network_gbps: 10.0,
+        }],
+    };
+    let mut a = JobSpec::new("a", 0.0, "trace", 4).with_duration(100.0);
+    a.cpus_per_gpu = 4.0;
+    let b = JobSpec::new("b", 10.0, "trace", 1).with_duration(100.0);
+    let workload = Workload {
+        name: "w".into(),
+        jobs: vec![a, b],
+        notes: vec![],
+    };
+    for &policy in POLICY_NAMES {
+        let r = simulate(&cluster, &workload, policy, SimConfig::default());
+        eprintln!(
+            "{policy}: {:?}",
+            r.map(|r| (r.metrics.jobs_completed, r.notes))
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! `pollux`: goodput-optimal elastic allocation (Qiao et al., OSDI'21): maximize the power mean
+//! (p = −1) of each job's goodput speedup over its fair share, with a restart penalty and no two
+//! distributed jobs on one node; jobs pick their own batch size from their fitted model.
+//!
+//! The artifact searches with NSGA-II (100 × 100). We search the same objective with a greedy
+//! marginal-gain allocation of GPU counts, a pairwise exchange pass, and a packing placement;
+//! the objective it reaches is reported next to the GA's in `docs/fidelity.md`.
+
+use crate::placement::FreeResources;
+use adaptsched_core::{Allocation, JobId, JobView, NodeId, Plan, Policy, Snapshot};
+use rand::RngCore;
+use std::collections::BTreeMap;
+
+/// Pollux settings; the defaults are the artifact's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolluxConfig {
+    /// Power-mean exponent (more negative = fairer).
+    pub p: f64,
+    /// Seconds one restart costs, for the restart penalty.
+    pub restart_delay_s: f64,
+    /// At most this many nodes per job.
+    pub max_nodes_per_job: u32,
+}
+
+impl Default for PolluxConfig {
+    fn default() -> Self {
+        PolluxConfig {
+            p: -1.0,
+            restart_delay_s: 30.0,
+            max_nodes_per_job: 16,
+        }
+    }
+}
+
+/// The Pollux policy.
+#[derive(Debug, Default)]
+pub struct Pollux {
+    config: PolluxConfig,
+}
+
+impl Pollux {
+    pub fn new(config: PolluxConfig) -> Self {
+        Pollux { config }
+    }
+}
+
+/// Per-job inputs of the search: candidate GPU counts and the objective term at each.
+struct JobTerms {
+    id: JobId,
+    current: u32,
+    /// Candidate GPU counts, ascending, starting at 0.
+    counts: Vec<u32>,
+    /// (s + 1e-3)^p at each candidate count (lower is better for p < 0).
+    cost: Vec<f64>,
+}
+
+impl JobTerms {
+    fn index_of(&self, gpus: u32) -> usize {
+        self.counts.iter().position(|&c| c == gpus).unwrap_or(0)
+    }
+}
+
+fn nodes_for(gpus: u32, node_size: u32) -> u32 {
+    gpus.div_ceil(node_size.max(1))
+}
+
+/// Speedup of `job` on `gpus` GPUs over its fair share (`fair` GPUs on one node).
+fn speedup(job: &JobView, gpus: u32, node_size: u32, fair: u32) -> f64 {
+    if gpus == 0 {
+        return 0.0;
+    }
+    let Some(model) = job.model.as_ref().filter(|m| m.perf.is_some()) else {
+        return f64::from(gpus) / f64::from(fair);
+    };
+    let base = model.best(1, fair).map_or(0.0, |c| c.goodput);
+    let value = model
+        .best(nodes_for(gpus, node_size), gpus)
+        .map_or(0.0, |c| c.goodput);
+    if base > 0.0 { value / base } else { 0.0 }
+}
+
+impl Pollux {
+    fn terms(
+        &self,
+        snapshot: &Snapshot<'_>,
+        job: &JobView,
+        node_size: u32,
+        fair: u32,
+        scale: f64,
+    ) -> JobTerms {
+        let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
+        let total = snapshot.cluster.total_gpus();
+        let limit = job
+            .max_gpus
+            .min((2 * seen).max(1))
+            .min(self.config.max_nodes_per_job * node_size)
+            .min(total);
+        let mut counts = vec![0];
+        counts.extend((1..=limit.min(node_size)).filter(|&g| g >= job.min_gpus));
+        counts.extend((2..).map(|k| k * node_size).take_while(|&g| g <= limit));
+        let current = job.allocation.total_gpus();
+        if current > 0 && !counts.contains(&current) && current <= limit {
+            counts.push(current);
+            counts.sort_unstable();
+        }
+        let age = (snapshot.now - job.submit_time).max(0.0);
+        let delay = self.config.restart_delay_s;
+        let penalty = (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay);
+        let cost = counts
+            .iter()
+            .map(|&g| {
+                let mut s = speedup(job, g, node_size, fair) * scale;
+                if g != current && g > 0 {
+                    s *= penalty;
+                }
+                (s + 1e-3).powf(self.config.p)
+            })
+            .collect();
+        JobTerms {
+            id: job.id,
+            current,
+            counts,
+            cost,
+        }
+    }
+}
+
+/// Greedy marginal gain: repeatedly take the move (one job to a larger candidate count) with
+/// the largest drop in total cost per GPU, until the GPUs run out or nothing helps.
+fn greedy_counts(terms: &[JobTerms], budget: u32) -> Vec<usize> {
+    let mut at = vec![0usize; terms.len()];
+    let mut left = budget;
+    loop {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for (j, t) in terms.iter().enumerate() {
+            let here = t.counts[at[j]];
+            for next in at[j] + 1..t.counts.len() {
+                let extra = t.counts[next] - here;
+                if extra > left {
+                    break;
+                }
+                let gain = (t.cost[at[j]] - t.cost[next]) / f64::from(extra);
+                if gain > 1e-12 && best.is_none_or(|(g, _, _)| gain > g) {
+                    best = Some((gain, j, next));
+                }
+            }
+        }
+        let Some((_, j, next)) = best else { break };
+        left -= terms[j].counts[next] - terms[j].counts[at[j]];
+        at[j] = next;
+    }
+    at
+}
+
+/// Pairwise exchange: move one job down a step if that lets another go up for less total cost.
+fn exchange_pass(terms: &[JobTerms], at: &mut [usize], budget: u32, rounds: usize) {
+    let used =
+        |at: &[usize]| -> u32 { terms.iter().zip(at.iter()).map(|(t, &i)| t.counts[i]).sum() };
+    for _ in 0..rounds {
+        let mut improved = false;
+        for donor in 0..terms.len() {
+            if at[donor] == 0 {
+                continue;
+            }
+            let down = at[donor] - 1;
+            let freed = terms[donor].counts[at[donor]] - terms[donor].counts[down];
+            let left = budget - used(at) + freed;
+            let loss = terms[donor].cost[down] - terms[donor].cost[at[donor]];
+            let mut best: Option<(f64, usize, usize)> = None;
+            for (j, t) in terms.iter().enumerate() {
+                if j == donor {
+                    continue;
+                }
+                for next in at[j] + 1..t.counts.len() {
+                    if t.counts[next] - t.counts[at[j]] > left {
+                        break;
+                    }
+                    let net = t.cost[at[j]] - t.cost[next] - loss;
+                    if net > 1e-9 && best.is_none_or(|(n, _, _)| net > n) {
+                        best = Some((net, j, next));
+                    }
+                }
+            }
+            if let Some((_, j, next)) = best {
+                at[donor] = down;
+                at[j] = next;
+                improved = true;
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
+/// Places the chosen counts: jobs keeping their count stay put; others take whole free nodes
+/// (distributed) or the fullest node that fits (single node). A job that cannot be placed
+/// drops to its next smaller count.
+fn place(
+    snapshot: &Snapshot<'_>,
+    views: &BTreeMap<JobId, &JobView>,
+    terms: &[JobTerms],
+    at: &mut [usize],
+    node_size: u32,
+) -> Plan {
+    let cluster = snapshot.cluster;
+    let mut free = FreeResources::of(cluster);
+    let mut distributed_on = vec![false; cluster.nodes.len()];
+    let mut plan = Plan::default();
+    let mut pending = Vec::new();
+    for (j, t) in terms.iter().enumerate() {
+        let job = views[&t.id];
+        let target = t.counts[at[j]];
+        let keeps = target > 0
+            && target == t.current
+            && job.allocation.num_nodes() as u32 == nodes_for(target, node_size);
+        if keeps {
+            free.take(job, &job.allocation);
+            if job.allocation.num_nodes() > 1 {
+                for &(n, _) in &job.allocation.parts {
+                    distributed_on[n.index()] = true;
+                }
+            }
+            plan.allocate(job.id, job.allocation.clone());
+        } else if target > 0 {
+            pending.push(j);
+        }
+    }
+    pending.sort_by_key(|&j| std::cmp::Reverse(terms[j].counts[at[j]]));
+    for j in pending {
+        let job = views[&terms[j].id];
+        loop {
+            let target = terms[j].counts[at[j]];
+            if target == 0 {
+                plan.wait(
+                    job.id,
+                    "no room for even one GPU at this round's goodput-optimal allocation",
+                );
+                break;
+            }
+            if let Some(allocation) =
+                find_room(cluster, &free, &distributed_on, job, target, node_size)
+            {
+                free.take(job, &allocation);
+                if allocation.num_nodes() > 1 {
+                    for &(n, _) in &allocation.parts {
+                        distributed_on[n.index()] = true;
+                    }
+                }
+                plan.allocate(job.id, allocation);
+                break;
+            }
+            at[j] -= 1;
+        }
+    }
+    plan
+}
+
+fn find_room(
+    cluster: &adaptsched_core::Cluster,
+    free: &FreeResources,
+    distributed_on: &[bool],
+    job: &JobView,
+    gpus: u32,
+    node_size: u32,
+) -> Option<Allocation> {
+    let usable = |i: usize| {
+        if job.allows(&cluster.nodes[i].gpu_type) {
+            free.usable_gpus(job, i)
+        } else {
+            0
+        }
+    };
+    if gpus <= node_size {
+        let node = (0..cluster.nodes.len())
+            .filter(|&i| usable(i) >= gpus)
+            .min_by_key(|&i| (usable(i), i))?;
+        return Some(Allocation::new(vec![(NodeId(node as u32), gpus)]));
+    }
+    // Whole, otherwise empty nodes of one GPU type, so distributed jobs never share a node.
+    let mut by_type: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for i in 0..cluster.nodes.len() {
+        let whole =
+            usable(i) == cluster.nodes[i].gpus && cluster.nodes[i].gpus > 0 && !distributed_on[i];
+        if whole {
+            by_type
+                .entry(cluster.nodes[i].gpu_type.as_str())
+                .or_default()
+                .push(i);
+        }
+    }
+    for nodes in by_type.values() {
+        let mut parts = Vec::new();
+        let mut left = gpus;
+        for &i in nodes {
+            if left == 0 {
+                break;
+            }
+            let take = cluster.nodes[i].gpus.min(left);
+            parts.push((NodeId(i as u32), take));
+            left -= take;
+        }
+        if left == 0 {
+            return Some(Allocation::new(parts));
+        }
+    }
+    None
+}
+
+impl Policy for Pollux {
+    fn name(&self) -> &'static str {
+        "pollux"
+    }
+
+    fn adapts_batch_size(&self) -> bool {
+        true
+    }
+
+    fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
+        let cluster = snapshot.cluster;
+        let total = cluster.total_gpus();
+        if snapshot.jobs.is_empty() || total == 0 {
+            return Plan::default();
+        }
+        let node_size = cluster
+            .nodes
+            .iter()
+            .map(|n| n.gpus)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let fair = total.div_ceil(snapshot.jobs.len() as u32).max(1);
+        // Scale so that one node's share of the cluster is a speedup of 1 (as the artifact).
+        let scale = cluster.nodes.len() as f64 / f64::from(total);
+        let mut order: Vec<&JobView> = snapshot.jobs.iter().collect();
+        order.sort_by(|a, b| {
+            a.attained_gpu_seconds
+                .total_cmp(&b.attained_gpu_seconds)
+                .then(a.submit_time.total_cmp(&b.submit_time))
+                .then(a.id.cmp(&b.id))
+        });
+        let terms: Vec<JobTerms> = order
+            .iter()
+            .map(|job| self.terms(snapshot, job, node_size, fair, scale))
+            .collect();
+        let mut at = greedy_counts(&terms, total);
+        exchange_pass(&terms, &mut at, total, 4);
+        let views: BTreeMap<JobId, &JobView> = snapshot.jobs.iter().map(|j| (j.id, j)).collect();
+        let plan = place(snapshot, &views, &terms, &mut at, node_size);
+        let _ = terms.iter().map(|t| t.index_of(t.current)).count();
+        plan
+    }
+}
