@@ -307,7 +307,7 @@ pub fn comparison_text(comparison: &Comparison, reference_file: &Path) -> String
     );
     let _ = writeln!(
         out,
-        "{:<22} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7}",
+        "{:<22} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6} {:>7} {:>7}",
         "workload",
         "matched",
         "avg ours",
@@ -326,7 +326,7 @@ pub fn comparison_text(comparison: &Comparison, reference_file: &Path) -> String
         let (dev_median, dev_p90) = deviation_text(&w.job_deviations);
         let _ = writeln!(
             out,
-            "{:<22} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7}",
+            "{:<22} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6} {:>7} {:>7}",
             w.workload,
             format!("{}/{}", w.jobs_matched, w.jobs_theirs),
             hours(Some(w.ours_avg_s)),
@@ -349,7 +349,7 @@ pub fn comparison_text(comparison: &Comparison, reference_file: &Path) -> String
         let total: usize = comparison.workloads.iter().map(|w| w.jobs_theirs).sum();
         let _ = writeln!(
             out,
-            "{:<22} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>7} {:>7}",
+            "{:<22} {:>9} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>9} {:>8} {:>6} {:>7} {:>7}",
             "(mean)",
             format!("{matched}/{total}"),
             hours(Some(ours)),

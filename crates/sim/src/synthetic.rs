@@ -113,6 +113,10 @@ pub fn synthetic_cluster(
     })
 }
 
+/// The largest gang a synthetic job asks for, so that a handful of giant jobs cannot fill
+/// a whole synthetic cluster on their own and leave nothing for a policy to decide.
+const MAX_REQUESTED_GPUS: u32 = 256;
+
 /// A requested GPU count from a skewed distribution: 1 with probability 1/2, 2 with 1/4, 4
 /// with 1/8, ... (most jobs are small, a few are large), at most `cap`.
 fn skewed_gpus(rng: &mut impl Rng, cap: u32) -> u32 {
@@ -185,7 +189,7 @@ pub fn synthetic_jobs(
             allowed.remove(rng.random_range(0..allowed.len()));
         }
         let largest_pool = allowed.iter().filter_map(|t| by_type.get(t)).copied().max();
-        let requested = skewed_gpus(rng, largest_pool.unwrap_or(1).max(1));
+        let requested = skewed_gpus(rng, largest_pool.unwrap_or(1).clamp(1, MAX_REQUESTED_GPUS));
         let category = match rng.random_range(0..10) {
             0..4 => JobCategory::Adaptive,
             4..7 => JobCategory::ScaleGpus,

@@ -417,12 +417,18 @@ fn a_fixed_run_is_deterministic() {
     }
 }
 
+/// A job no node shape can host (4 GPUs × 4 cores on an 8-core node) can never run, like one
+/// asking for more GPUs than any pool: it should be set aside as never schedulable, and the
+/// rest of the workload should complete. The engine's admission check (`Simulation::new`,
+/// `largest_pool`) counts GPUs only, so the job is admitted and every policy's run aborts with
+/// `SimError::Stalled`. Reachable from openb traces (`cpus_per_gpu`, `memory_gb_per_gpu`).
 #[test]
-fn zz_cpu_infeasible() {
+#[ignore = "bug: engine admits jobs whose CPU/memory per GPU no node can host; runs end in Stalled"]
+fn a_job_no_node_can_host_is_set_aside_not_stalling_the_run() {
     let cluster = Cluster {
-        name: "c".into(),
+        name: "one".to_string(),
         nodes: vec![Node {
-            name: "n0".into(),
+            name: "n0".to_string(),
             gpu_type: GpuType::new("t4"),
             gpus: 4,
             cpu_cores: 8,
@@ -430,19 +436,19 @@ fn zz_cpu_infeasible() {
             network_gbps: 10.0,
         }],
     };
-    let mut a = JobSpec::new("a", 0.0, "trace", 4).with_duration(100.0);
-    a.cpus_per_gpu = 4.0;
-    let b = JobSpec::new("b", 10.0, "trace", 1).with_duration(100.0);
+    let mut hungry = JobSpec::new("hungry", 0.0, "trace", 4).with_duration(100.0);
+    hungry.cpus_per_gpu = 4.0;
+    let small = JobSpec::new("small", 10.0, "trace", 1).with_duration(100.0);
     let workload = Workload {
-        name: "w".into(),
-        jobs: vec![a, b],
-        notes: vec![],
+        name: "cpu".to_string(),
+        jobs: vec![hungry, small],
+        notes: Vec::new(),
     };
     for &policy in POLICY_NAMES {
-        let r = simulate(&cluster, &workload, policy, SimConfig::default());
-        eprintln!(
-            "{policy}: {:?}",
-            r.map(|r| (r.metrics.jobs_completed, r.notes))
-        );
+        let result = simulate(&cluster, &workload, policy, SimConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(result.metrics.jobs_completed, 1, "{policy}");
+        assert_eq!(result.jobs[0].start, None, "{policy}");
+        assert!(result.jobs[1].end.is_some(), "{policy}");
     }
 }
