@@ -32,7 +32,7 @@ enum BenchCommand {
 
 #[derive(Debug, Args)]
 struct DecideArgs {
-    /// Policies to time, comma separated (fifo, srtf, tiresias, tiresias-paper, proportional).
+    /// Policies to time, comma separated (any name `simulate --policy` takes).
     #[arg(long, short = 'p', required = true, value_delimiter = ',')]
     policy: Vec<String>,
 

@@ -177,11 +177,25 @@ pub fn best_batch(
     best
 }
 
+/// A job's throughput model on one GPU type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TypeModel {
+    pub gpu_type: crate::cluster::GpuType,
+    /// Fitted from what the job reported on this type; `None` if it never ran there.
+    pub perf: Option<PerfParams>,
+    /// Whether any multi-GPU run on this type was observed (else sync terms are priors).
+    pub multi_gpu_observed: bool,
+    pub limits: BatchLimits,
+}
+
 /// What the driver knows about a job's performance, fitted online from its own reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobModel {
-    /// Fitted throughput parameters; `None` until the job has run.
+    /// Fitted throughput parameters on the type the job runs on (or would run on first);
+    /// `None` until the job has run there.
     pub perf: Option<PerfParams>,
+    /// Models per allowed GPU type (heterogeneity-aware policies).
+    pub types: Vec<TypeModel>,
     /// Latest gradient statistics the job reported.
     pub grad: Option<GradStats>,
     pub limits: BatchLimits,
@@ -196,9 +210,97 @@ impl JobModel {
     /// the job has a fitted model.
     pub fn best(&self, nodes: u32, replicas: u32) -> Option<BatchChoice> {
         let perf = self.perf.as_ref()?;
-        let grad = self.grad.unwrap_or(GradStats { sqr: 1.0, var: 0.0 });
-        best_batch(perf, &grad, &self.limits, nodes, replicas)
+        best_batch(perf, &self.grad_or_default(), &self.limits, nodes, replicas)
     }
+
+    fn grad_or_default(&self) -> GradStats {
+        self.grad.unwrap_or(GradStats { sqr: 1.0, var: 0.0 })
+    }
+
+    fn type_model(&self, gpu_type: &crate::cluster::GpuType) -> Option<&TypeModel> {
+        self.types.iter().find(|t| &t.gpu_type == gpu_type)
+    }
+
+    /// Best goodput configuration on `gpu_type`, Sia-style: a type's own model once a
+    /// multi-GPU run there was seen; before that, its one-GPU goodput scaled by how another
+    /// type with multi-GPU data scales (`thr(N,A) ≈ thr(1,A)/thr(1,B) · thr(N,B)`).
+    pub fn best_on(
+        &self,
+        gpu_type: &crate::cluster::GpuType,
+        nodes: u32,
+        replicas: u32,
+    ) -> Option<BatchChoice> {
+        let grad = self.grad_or_default();
+        let own = self.type_model(gpu_type)?;
+        let own_perf = own.perf.as_ref()?;
+        let direct = best_batch(own_perf, &grad, &own.limits, nodes, replicas);
+        if replicas <= 1 || own.multi_gpu_observed {
+            return direct;
+        }
+        let Some(reference) = self
+            .types
+            .iter()
+            .find(|t| t.multi_gpu_observed && t.perf.is_some() && &t.gpu_type != gpu_type)
+        else {
+            return direct;
+        };
+        let reference_perf = reference.perf.as_ref()?;
+        let own_one = best_batch(own_perf, &grad, &own.limits, 1, 1)?.goodput;
+        let reference_one = best_batch(reference_perf, &grad, &reference.limits, 1, 1)?.goodput;
+        let scaled = best_batch(reference_perf, &grad, &reference.limits, nodes, replicas)?;
+        if reference_one <= 0.0 {
+            return direct;
+        }
+        let batch = direct.unwrap_or(scaled);
+        Some(BatchChoice {
+            goodput: scaled.goodput * own_one / reference_one,
+            ..batch
+        })
+    }
+
+    /// Throughput (samples/s) on `gpu_type` at a fixed total batch, for rigid jobs
+    /// (bootstrapped like `best_on`).
+    pub fn throughput_on(
+        &self,
+        gpu_type: &crate::cluster::GpuType,
+        nodes: u32,
+        replicas: u32,
+        batch: u32,
+    ) -> Option<f64> {
+        let own = self.type_model(gpu_type)?;
+        let perf = own.perf.as_ref()?;
+        let (local, accum) = split_batch(&own.limits, replicas, batch);
+        let own_value = throughput(perf, nodes, replicas, f64::from(local), accum);
+        if replicas <= 1 || own.multi_gpu_observed {
+            return Some(own_value);
+        }
+        let reference = self
+            .types
+            .iter()
+            .find(|t| t.multi_gpu_observed && t.perf.is_some() && &t.gpu_type != gpu_type);
+        let Some((reference, reference_perf)) =
+            reference.and_then(|t| t.perf.as_ref().map(|p| (t, p)))
+        else {
+            return Some(own_value);
+        };
+        let (l1, a1) = split_batch(&own.limits, 1, batch);
+        let (r1, ra1) = split_batch(&reference.limits, 1, batch);
+        let (rn, ran) = split_batch(&reference.limits, replicas, batch);
+        let ratio = throughput(perf, 1, 1, f64::from(l1), a1)
+            / throughput(reference_perf, 1, 1, f64::from(r1), ra1);
+        Some(ratio * throughput(reference_perf, nodes, replicas, f64::from(rn), ran))
+    }
+}
+
+/// Splits a fixed total batch over `replicas` GPUs, accumulating when a GPU cannot hold its
+/// share (the artifacts' rule, without the one-GPU special case).
+pub fn split_batch(limits: &BatchLimits, replicas: u32, batch: u32) -> (u32, u32) {
+    let local = (f64::from(batch) / f64::from(replicas.max(1)) - 1e-8)
+        .ceil()
+        .max(1.0);
+    let accum = ((local / f64::from(limits.max_local.max(1)) - 1e-8).ceil() - 1.0).max(0.0) as u32;
+    let atomic = (local / f64::from(accum + 1) - 1e-8).ceil().max(1.0) as u32;
+    (atomic, accum)
 }
 
 /// Which parameters the data can identify; the rest stay at their priors (Pollux's rules).

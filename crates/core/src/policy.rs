@@ -79,4 +79,14 @@ pub trait Policy: Send {
     fn adapts_batch_size(&self) -> bool {
         false
     }
+
+    /// Whether the policy reads `JobView::model` (the driver then fits models online).
+    fn uses_job_models(&self) -> bool {
+        self.adapts_batch_size()
+    }
+
+    /// Whether new jobs are profiled briefly on one GPU of each allowed type (Sia).
+    fn profiles_each_gpu_type(&self) -> bool {
+        false
+    }
 }

@@ -54,12 +54,6 @@ struct JobTerms {
     cost: Vec<f64>,
 }
 
-impl JobTerms {
-    fn index_of(&self, gpus: u32) -> usize {
-        self.counts.iter().position(|&c| c == gpus).unwrap_or(0)
-    }
-}
-
 fn nodes_for(gpus: u32, node_size: u32) -> u32 {
     gpus.div_ceil(node_size.max(1))
 }
@@ -90,22 +84,37 @@ impl Pollux {
     ) -> JobTerms {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let total = snapshot.cluster.total_gpus();
+        // Grow to at most twice the most GPUs seen, but never below the job's gang minimum.
         let limit = job
             .max_gpus
             .min((2 * seen).max(1))
             .min(self.config.max_nodes_per_job * node_size)
-            .min(total);
+            .min(total)
+            .max(job.min_gpus);
         let mut counts = vec![0];
         counts.extend((1..=limit.min(node_size)).filter(|&g| g >= job.min_gpus));
-        counts.extend((2..).map(|k| k * node_size).take_while(|&g| g <= limit));
+        counts.extend(
+            (2..)
+                .map(|k| k * node_size)
+                .take_while(|&g| g <= limit)
+                .filter(|&g| g >= job.min_gpus),
+        );
         let current = job.allocation.total_gpus();
-        if current > 0 && !counts.contains(&current) && current <= limit {
-            counts.push(current);
-            counts.sort_unstable();
+        for extra in [current, job.min_gpus] {
+            if extra > 0 && extra <= limit && extra <= total && !counts.contains(&extra) {
+                counts.push(extra);
+            }
         }
+        counts.sort_unstable();
         let age = (snapshot.now - job.submit_time).max(0.0);
         let delay = self.config.restart_delay_s;
-        let penalty = (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay);
+        // A job that never ran pays no restart penalty for its first start (the artifact
+        // penalizes it by age/(age + 30), which only matters at age 0 with event rounds).
+        let penalty = if job.attained_gpu_seconds > 0.0 || current > 0 {
+            (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
+        } else {
+            1.0
+        };
         let cost = counts
             .iter()
             .map(|&g| {
@@ -253,6 +262,28 @@ fn place(
             at[j] -= 1;
         }
     }
+    // GPUs left idle by placements that had to shrink go to waiting jobs, smallest first:
+    // with p < 0 a job's first GPU is always worth more than nothing.
+    for t in terms {
+        if plan.allocations.contains_key(&t.id) {
+            continue;
+        }
+        let job = views[&t.id];
+        let placed = t.counts.get(1).and_then(|&smallest| {
+            find_room(cluster, &free, &distributed_on, job, smallest, node_size)
+        });
+        match placed {
+            Some(allocation) => {
+                free.take(job, &allocation);
+                plan.waiting.remove(&t.id);
+                plan.allocate(t.id, allocation);
+            }
+            None => plan.wait(
+                t.id,
+                "all GPUs are in use by jobs with a higher goodput share",
+            ),
+        }
+    }
     plan
 }
 
@@ -279,14 +310,10 @@ fn find_room(
     }
     // Whole, otherwise empty nodes of one GPU type, so distributed jobs never share a node.
     let mut by_type: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for i in 0..cluster.nodes.len() {
-        let whole =
-            usable(i) == cluster.nodes[i].gpus && cluster.nodes[i].gpus > 0 && !distributed_on[i];
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let whole = usable(i) == node.gpus && node.gpus > 0 && !distributed_on[i];
         if whole {
-            by_type
-                .entry(cluster.nodes[i].gpu_type.as_str())
-                .or_default()
-                .push(i);
+            by_type.entry(node.gpu_type.as_str()).or_default().push(i);
         }
     }
     for nodes in by_type.values() {
@@ -346,8 +373,6 @@ impl Policy for Pollux {
         let mut at = greedy_counts(&terms, total);
         exchange_pass(&terms, &mut at, total, 4);
         let views: BTreeMap<JobId, &JobView> = snapshot.jobs.iter().map(|j| (j.id, j)).collect();
-        let plan = place(snapshot, &views, &terms, &mut at, node_size);
-        let _ = terms.iter().map(|t| t.index_of(t.current)).count();
-        plan
+        place(snapshot, &views, &terms, &mut at, node_size)
     }
 }

@@ -7,7 +7,7 @@ use crate::progress::{RunConfig, Truth, fixed_batch_config};
 use crate::workload::Workload;
 use adaptsched_core::metrics::{JobOutcome, RunMetrics, UsageStep, balance_spread, summarize};
 use adaptsched_core::perf::{
-    BatchLimits, GradStats, JobModel, Observation, PerfParams, fit_perf_params,
+    BatchLimits, GradStats, JobModel, Observation, PerfParams, TypeModel, fit_perf_params,
 };
 use adaptsched_core::{
     Allocation, Cluster, GpuType, JobCategory, JobId, JobSpec, JobView, Plan, PlanViolation,
@@ -16,7 +16,7 @@ use adaptsched_core::{
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Instant;
 
 /// How a simulation runs.
@@ -162,10 +162,13 @@ struct SimJob<'a> {
     /// Batch the artifact pins for this application under adaptive policies (ncf).
     pinned_batch: Option<u32>,
     /// What the job has reported: distinct (nodes, GPUs, per-GPU batch) step times.
-    observations: Vec<Observation>,
-    perf: Option<PerfParams>,
+    /// Per GPU type (profile node kind order is irrelevant; keyed by type).
+    observations: BTreeMap<GpuType, Vec<Observation>>,
+    perf: BTreeMap<GpuType, PerfParams>,
     grad: Option<GradStats>,
     max_replicas_seen: u32,
+    /// Whether the driver fits this job's models (the policy uses them).
+    modeled: bool,
 }
 
 impl<'a> SimJob<'a> {
@@ -270,9 +273,9 @@ fn job_config<'a>(
     let choice = adaptive
         .then(|| {
             let grad = job.grad.unwrap_or(GradStats { sqr: 1.0, var: 0.0 });
-            job.perf.and_then(|p| {
+            job.perf.get(gpu_type).and_then(|p| {
                 adaptsched_core::perf::best_batch(
-                    &p,
+                    p,
                     &grad,
                     &batch_limits(app, table),
                     nodes,
@@ -307,7 +310,7 @@ fn job_config<'a>(
 
 /// Records what a job running on `config` reports (step times, gradient statistics) and
 /// refits its throughput model when the configuration is new, as a live job would.
-fn observe(job: &mut SimJob<'_>, config: &RunConfig<'_>) {
+fn observe(job: &mut SimJob<'_>, gpu_type: &GpuType, config: &RunConfig<'_>) {
     let (Some(app), Some(table)) = (job.app, config.table) else {
         return;
     };
@@ -317,8 +320,8 @@ fn observe(job: &mut SimJob<'_>, config: &RunConfig<'_>) {
     };
     let nodes = config.placement.len() as u32;
     let replicas = config.replicas();
-    let seen = job
-        .observations
+    let observations = job.observations.entry(gpu_type.clone()).or_default();
+    let seen = observations
         .iter()
         .any(|o| o.nodes == nodes && o.replicas == replicas && o.local_bsz == config.atomic_bsz);
     if seen {
@@ -328,14 +331,16 @@ fn observe(job: &mut SimJob<'_>, config: &RunConfig<'_>) {
     else {
         return;
     };
-    job.observations.push(Observation {
+    observations.push(Observation {
         nodes,
         replicas,
         local_bsz: config.atomic_bsz,
         accum_step_time: (step - sync).max(1e-9),
         optim_step_time: step.max(1e-9),
     });
-    job.perf = fit_perf_params(&job.observations);
+    if let Some(fit) = fit_perf_params(observations) {
+        job.perf.insert(gpu_type.clone(), fit);
+    }
 }
 
 /// The best time alone on the requested GPUs over the job's allowed types, plus one start-up.
@@ -462,10 +467,11 @@ impl<'a> Simulation<'a> {
                 milestone_epoch: 0,
                 adaptive_batch: false,
                 pinned_batch: None,
-                observations: Vec::new(),
-                perf: None,
+                observations: BTreeMap::new(),
+                perf: BTreeMap::new(),
                 grad: None,
                 max_replicas_seen: 0,
+                modeled: false,
             };
             job.isolated_seconds = isolated_seconds(&job, cluster);
             jobs.push(job);
@@ -599,8 +605,10 @@ impl<'a> Simulation<'a> {
         if job.app.is_some() && !job.batch_sizes.contains(&config.total_batch()) {
             job.batch_sizes.push(config.total_batch());
         }
-        if job.adaptive_batch {
-            observe(job, &config);
+        if job.modeled
+            && let Some(&(node, _)) = job.allocation.parts.first()
+        {
+            observe(job, &self.cluster.nodes[node.index()].gpu_type, &config);
         }
         let until = job.truth.time_to_milestone(&config);
         job.milestone_epoch = job.truth.epoch() + 1;
@@ -699,25 +707,55 @@ impl<'a> Simulation<'a> {
             view.allocation.clone_from(&job.allocation);
         }
         view.oracle_remaining_seconds = needs_oracle.then(|| self.oracle_remaining(index));
-        if job.adaptive_batch
-            && let Some(app) = job.app
-        {
-            let gpu_type = match job.allocation.parts.first() {
-                Some(&(node, _)) => &self.cluster.nodes[node.index()].gpu_type,
-                None => job
-                    .allowed_gpu_types
-                    .first()
-                    .unwrap_or(&self.cluster.nodes[0].gpu_type),
-            };
-            if let Some(table) = table_for(app, gpu_type) {
-                view.model = Some(JobModel {
-                    perf: job.perf,
-                    grad: job.grad,
+        if job.modeled {
+            view.model = self.model_of(job);
+        }
+    }
+
+    /// The fitted model a policy sees for a job: per allowed type, and for the type it runs on.
+    fn model_of(&self, job: &SimJob<'_>) -> Option<JobModel> {
+        let app = job.app?;
+        let current = match job.allocation.parts.first() {
+            Some(&(node, _)) => &self.cluster.nodes[node.index()].gpu_type,
+            None => job.allowed_gpu_types.first()?,
+        };
+        let types = job
+            .allowed_gpu_types
+            .iter()
+            .filter_map(|t| {
+                let table = table_for(app, t)?;
+                Some(TypeModel {
+                    gpu_type: t.clone(),
+                    perf: job.perf.get(t).copied(),
+                    multi_gpu_observed: job
+                        .observations
+                        .get(t)
+                        .is_some_and(|o| o.iter().any(|o| o.replicas > 1)),
                     limits: batch_limits(app, table),
-                    fixed_batch: job.pinned_batch,
-                    max_replicas_seen: job.max_replicas_seen,
-                });
-            }
+                })
+            })
+            .collect();
+        Some(JobModel {
+            perf: job.perf.get(current).copied(),
+            types,
+            grad: job.grad,
+            limits: batch_limits(app, table_for(app, current)?),
+            fixed_batch: job.pinned_batch,
+            max_replicas_seen: job.max_replicas_seen,
+        })
+    }
+
+    /// Sia's profiling: a new job runs briefly on one GPU of every allowed type, so that each
+    /// type has a one-GPU model before the first decision (its cost, < 20 GPU-seconds in the
+    /// paper, is not charged).
+    fn profile_on_each_type(&mut self, index: usize) {
+        let job = &self.jobs[index];
+        let types = job.allowed_gpu_types.clone();
+        for gpu_type in types {
+            let job = &self.jobs[index];
+            let config = job_config(job, &gpu_type, vec![1], None);
+            let job = &mut self.jobs[index];
+            observe(job, &gpu_type, &config);
         }
     }
 
@@ -795,6 +833,12 @@ impl<'a> Simulation<'a> {
         if policy.adapts_batch_size() {
             self.enable_adaptive_batches();
         }
+        if policy.uses_job_models() {
+            for job in &mut self.jobs {
+                job.modeled = job.app.is_some();
+            }
+        }
+        let profile_arrivals = policy.profiles_each_gpu_type();
         let interval = self.config.interval_s.max(1e-3);
         let order: Vec<usize> = (0..self.jobs.len())
             .filter(|&i| self.jobs[i].phase == Phase::NotSubmitted)
@@ -851,6 +895,9 @@ impl<'a> Simulation<'a> {
                 .filter(|&&i| self.jobs[i].spec.submit_time <= now)
             {
                 self.jobs[index].phase = Phase::Active;
+                if profile_arrivals && self.jobs[index].modeled {
+                    self.profile_on_each_type(index);
+                }
                 active.push(index);
                 views.push(self.view(index));
                 next_arrival += 1;

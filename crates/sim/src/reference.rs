@@ -117,7 +117,8 @@ pub fn parse_reference(text: &str, file: &Path) -> Result<ReferenceSummary, Inpu
 
 /// Reads and parses a reference summary file.
 pub fn read_reference(path: &Path) -> Result<ReferenceSummary, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::io(path, e))?;
+    // The message, not the source: callers print the whole chain, which would repeat it.
+    let text = std::fs::read_to_string(path).map_err(|e| InputError::file(path, e.to_string()))?;
     parse_reference(&text, path)
 }
 

@@ -13,8 +13,9 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/pollux");
 
 #[test]
 fn pollux_matches_the_authors_within_20_percent_per_workload() {
-    let reference = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/anchors/pollux/paper_results/results-jobload/pollux-1.0/summary.json");
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+        "../../../shared/anchors/pollux/paper_results/results-jobload/pollux-1.0/summary.json",
+    );
     let Ok(text) = std::fs::read_to_string(&reference) else {
         eprintln!("skipping: {} not found", reference.display());
         return;
@@ -26,7 +27,10 @@ fn pollux_matches_the_authors_within_20_percent_per_workload() {
         let path = Path::new(DATA).join(format!("workloads/load-1.0/{name}.csv"));
         let workload = load_workload(&path, &profiles).expect("workload");
         let mut policy = build_policy("pollux").expect("policy");
-        let config = SimConfig { rounds_on_events: false, ..SimConfig::default() };
+        let config = SimConfig {
+            rounds_on_events: false,
+            ..SimConfig::default()
+        };
         let result = Simulation::new(&cluster, &workload, &profiles, config)
             .expect("valid")
             .run(policy.as_mut(), name, &mut |_| {})
@@ -34,15 +38,30 @@ fn pollux_matches_the_authors_within_20_percent_per_workload() {
         assert_eq!(result.metrics.jobs_completed, 160);
         let theirs = summary["avgs"][name].as_f64().expect("reference");
         let ratio = result.metrics.avg_jct_s / theirs;
-        assert!((0.8..=1.2).contains(&ratio), "{name}: ours {:.0} s, theirs {theirs:.0} s", result.metrics.avg_jct_s);
+        assert!(
+            (0.8..=1.2).contains(&ratio),
+            "{name}: ours {:.0} s, theirs {theirs:.0} s",
+            result.metrics.avg_jct_s
+        );
         // Pollux adapts batch sizes: some job must have trained with more than one.
-        assert!(result.jobs.iter().any(|j| j.batch_sizes.len() > 1), "{name}: no batch adaptation");
+        assert!(
+            result.jobs.iter().any(|j| j.batch_sizes.len() > 1),
+            "{name}: no batch adaptation"
+        );
         // And it beats rigid Tiresias on the same workload.
         let mut tiresias = build_policy("tiresias").expect("policy");
-        let rigid = Simulation::new(&cluster, &workload, &profiles, SimConfig { rounds_on_events: false, ..SimConfig::default() })
-            .expect("valid")
-            .run(tiresias.as_mut(), name, &mut |_| {})
-            .expect("runs");
+        let rigid = Simulation::new(
+            &cluster,
+            &workload,
+            &profiles,
+            SimConfig {
+                rounds_on_events: false,
+                ..SimConfig::default()
+            },
+        )
+        .expect("valid")
+        .run(tiresias.as_mut(), name, &mut |_| {})
+        .expect("runs");
         assert!(result.metrics.avg_jct_s < rigid.metrics.avg_jct_s, "{name}");
     }
 }
