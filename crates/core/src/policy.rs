@@ -33,6 +33,8 @@ pub struct JobView {
     pub oracle_remaining_seconds: Option<f64>,
     /// The driver's online-fitted performance model (profiled jobs), if any.
     pub model: Option<crate::perf::JobModel>,
+    /// Seconds one restart (checkpoint, stop, restore) costs this job, as measured.
+    pub restart_seconds: f64,
 }
 
 impl JobView {

@@ -5,6 +5,7 @@ pub mod placement;
 pub mod pollux;
 pub mod proportional;
 pub mod registry;
+pub mod sia;
 pub mod srtf;
 pub mod tiresias;
 

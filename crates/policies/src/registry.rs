@@ -15,6 +15,7 @@ pub const POLICY_NAMES: &[&str] = &[
     "tiresias-paper",
     "proportional",
     "pollux",
+    "sia",
 ];
 
 /// A policy name that is not in the registry.
@@ -33,6 +34,7 @@ pub fn build_policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
         "tiresias-paper" => Box::new(Tiresias::new("tiresias-paper", TiresiasConfig::paper())),
         "proportional" => Box::new(Proportional),
         "pollux" => Box::new(Pollux::default()),
+        "sia" => Box::new(crate::sia::Sia::default()),
         other => {
             return Err(UnknownPolicy {
                 name: other.to_string(),

@@ -696,6 +696,7 @@ impl<'a> Simulation<'a> {
             restarts: job.restarts,
             oracle_remaining_seconds: None,
             model: None,
+            restart_seconds: job.restart_delay,
         }
     }
 

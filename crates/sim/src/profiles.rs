@@ -68,6 +68,9 @@ pub struct AppProfile {
     pub max_batch_size: u32,
     pub max_epochs: usize,
     pub restart_delay_s: f64,
+    /// How much slower real runs were than the profiles say; the Sia artifact calibrates its
+    /// simulator with these factors (`SLOWDOWNS`: cifar10 1.8, ncf 1.5, others 1.2). 1 for Pollux.
+    pub calibration_slowdown: f64,
     /// A batch the Pollux artifact pins under adaptive policies (ncf: 32768 on one GPU).
     pub pinned_batch: Option<u32>,
     /// Cumulative progress at the end of each epoch (min over validation runs).
@@ -98,6 +101,16 @@ fn sia_restart_delay(app: &str) -> f64 {
         "imagenet" => 250.0,
         "ncf" => 15.0,
         _ => 30.0,
+    }
+}
+
+/// The Sia artifact's calibration of simulated speed to its testbed runs.
+fn sia_calibration_slowdown(app: &str) -> f64 {
+    match app {
+        "cifar10" => 1.8,
+        "ncf" => 1.5,
+        "gpt_pmp" => 1.0,
+        _ => 1.2,
     }
 }
 
@@ -453,6 +466,10 @@ impl AppProfile {
                 ProfileLayout::Sia => sia_restart_delay(&name),
             },
             pinned_batch: (layout == ProfileLayout::Pollux && name == "ncf").then_some(32768),
+            calibration_slowdown: match layout {
+                ProfileLayout::Pollux => 1.0,
+                ProfileLayout::Sia => sia_calibration_slowdown(&name),
+            },
             name,
             validation,
             speed,

@@ -76,7 +76,7 @@ fn profiled_rate(app: &AppProfile, config: &RunConfig<'_>, epoch: usize) -> f64 
     if iteration <= 0.0 {
         return 0.0;
     }
-    app.gain(f64::from(config.total_batch()), epoch) / iteration
+    app.gain(f64::from(config.total_batch()), epoch) / (iteration * app.calibration_slowdown)
 }
 
 impl Truth<'_> {

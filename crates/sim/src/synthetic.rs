@@ -230,6 +230,7 @@ pub fn synthetic_jobs(
             oracle_remaining_seconds: Some(60.0 * 600f64.powf(rng.random_range(0.0..1.0))),
             // No fitted performance model: the benchmark times placement, not goodput fitting.
             model: None,
+            restart_seconds: 30.0,
         });
     }
     jobs

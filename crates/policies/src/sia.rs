@@ -1,0 +1,721 @@
+//! `sia` (Jayaram Subramanya et al., SOSP'23): one (GPU type, GPU count) configuration per job,
+//! chosen to minimize Σ (normalized goodput × restart factor)^p over allocated jobs plus λ_n per
+//! unallocated job, within each GPU type's capacity; jobs adapt their batch size.
+//!
+//! Sia solves this integer program with CBC. We solve it with a specialised method for its
+//! structure (a multiple-choice knapsack with one capacity per GPU type): Lagrangian prices per
+//! GPU type, greedy repair to feasibility, and single-job improvement moves. Tests check it
+//! against an exact solver on random instances.
+
+use crate::placement::FreeResources;
+use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId, Plan, Policy, Snapshot};
+use rand::RngCore;
+use std::collections::BTreeMap;
+
+/// Sia settings; the defaults are those of the artifact's `run_experiment.sh`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiaConfig {
+    /// Fairness exponent (negative: the objective is minimized).
+    pub p: f64,
+    /// Cost of leaving a job without GPUs.
+    pub lambda_unallocated: f64,
+    /// Largest cost of one configuration (a zero goodput would be infinite).
+    pub cost_clip: f64,
+}
+
+impl Default for SiaConfig {
+    fn default() -> Self {
+        SiaConfig {
+            p: -0.5,
+            lambda_unallocated: 1.1,
+            cost_clip: 1e3,
+        }
+    }
+}
+
+/// A configuration a job may get: `gpus` GPUs of type `gpu_type` (index into the type list).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Choice {
+    pub gpu_type: usize,
+    pub gpus: u32,
+    pub cost: f64,
+}
+
+/// One job's options; `None` (no GPUs) always costs `lambda_unallocated`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobOptions {
+    pub choices: Vec<Choice>,
+}
+
+/// The problem in solver terms: options per job and GPUs per type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiaProblem {
+    pub jobs: Vec<JobOptions>,
+    pub capacity: Vec<u32>,
+    pub lambda_unallocated: f64,
+}
+
+impl SiaProblem {
+    /// Total cost of an assignment (`None` = unallocated).
+    pub fn cost(&self, assignment: &[Option<usize>]) -> f64 {
+        self.jobs
+            .iter()
+            .zip(assignment)
+            .map(|(job, a)| a.map_or(self.lambda_unallocated, |c| job.choices[c].cost))
+            .sum()
+    }
+
+    /// Whether an assignment fits every type's capacity.
+    pub fn feasible(&self, assignment: &[Option<usize>]) -> bool {
+        self.usage(assignment)
+            .iter()
+            .zip(&self.capacity)
+            .all(|(u, c)| u <= c)
+    }
+
+    fn usage(&self, assignment: &[Option<usize>]) -> Vec<u32> {
+        let mut used = vec![0u32; self.capacity.len()];
+        for (job, a) in self.jobs.iter().zip(assignment) {
+            if let Some(c) = a {
+                let choice = job.choices[*c];
+                used[choice.gpu_type] += choice.gpus;
+            }
+        }
+        used
+    }
+}
+
+/// Each job's cheapest option under GPU prices `price` (none if that is cheaper).
+fn priced_choice(problem: &SiaProblem, price: &[f64]) -> Vec<Option<usize>> {
+    problem
+        .jobs
+        .iter()
+        .map(|job| {
+            let mut best = (problem.lambda_unallocated, None);
+            for (i, c) in job.choices.iter().enumerate() {
+                let value = c.cost + price[c.gpu_type] * f64::from(c.gpus);
+                if value < best.0 - 1e-12 {
+                    best = (value, Some(i));
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+/// Makes an assignment feasible: while a type is over capacity, move the job whose move
+/// (to a smaller option, another type with room, or none) costs least per GPU freed there.
+fn repair(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
+    loop {
+        let used = problem.usage(assignment);
+        let Some(over) = (0..used.len()).find(|&t| used[t] > problem.capacity[t]) else {
+            return;
+        };
+        let mut best: Option<(f64, usize, Option<usize>)> = None;
+        for (j, job) in problem.jobs.iter().enumerate() {
+            let Some(current) = assignment[j] else {
+                continue;
+            };
+            let here = job.choices[current];
+            if here.gpu_type != over {
+                continue;
+            }
+            let mut consider = |target: Option<usize>| {
+                let (cost, gpus_there, t) = match target {
+                    None => (problem.lambda_unallocated, 0, over),
+                    Some(c) => (
+                        job.choices[c].cost,
+                        job.choices[c].gpus,
+                        job.choices[c].gpu_type,
+                    ),
+                };
+                let freed = if t == over {
+                    here.gpus.saturating_sub(gpus_there)
+                } else {
+                    here.gpus
+                };
+                if freed == 0 {
+                    return;
+                }
+                if t != over && target.is_some() && used[t] + gpus_there > problem.capacity[t] {
+                    return;
+                }
+                let per_gpu = (cost - here.cost) / f64::from(freed);
+                if best.is_none_or(|(b, _, _)| per_gpu < b) {
+                    best = Some((per_gpu, j, target));
+                }
+            };
+            consider(None);
+            for c in 0..job.choices.len() {
+                consider(Some(c));
+            }
+        }
+        match best {
+            Some((_, j, target)) => assignment[j] = target,
+            None => return,
+        }
+    }
+}
+
+/// Single-job moves that lower the cost and keep the assignment feasible, until none is left.
+fn improve(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
+    for _ in 0..4 * problem.jobs.len() + 4 {
+        let used = problem.usage(assignment);
+        let mut best: Option<(f64, usize, Option<usize>)> = None;
+        for (j, job) in problem.jobs.iter().enumerate() {
+            let (now_cost, now_type, now_gpus) = match assignment[j] {
+                None => (problem.lambda_unallocated, usize::MAX, 0),
+                Some(c) => (
+                    job.choices[c].cost,
+                    job.choices[c].gpu_type,
+                    job.choices[c].gpus,
+                ),
+            };
+            for (c, choice) in job.choices.iter().enumerate() {
+                let free_there = problem.capacity[choice.gpu_type] - used[choice.gpu_type]
+                    + if choice.gpu_type == now_type {
+                        now_gpus
+                    } else {
+                        0
+                    };
+                let gain = now_cost - choice.cost;
+                if choice.gpus <= free_there
+                    && gain > 1e-12
+                    && best.is_none_or(|(g, _, _)| gain > g)
+                {
+                    best = Some((gain, j, Some(c)));
+                }
+            }
+        }
+        match best {
+            Some((_, j, c)) => assignment[j] = c,
+            None => return,
+        }
+    }
+}
+
+/// Pair moves: one job changes option (often down or out) so that another can change too,
+/// when together they lower the cost. Quadratic, so only for small problems.
+fn improve_pairs(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
+    let size: usize = problem.jobs.iter().map(|j| j.choices.len() + 1).sum();
+    if size > 1500 {
+        return;
+    }
+    let cost_of = |j: usize, a: Option<usize>| {
+        a.map_or(problem.lambda_unallocated, |c| {
+            problem.jobs[j].choices[c].cost
+        })
+    };
+    let footprint = |j: usize, a: Option<usize>| {
+        a.map(|c| {
+            (
+                problem.jobs[j].choices[c].gpu_type,
+                problem.jobs[j].choices[c].gpus,
+            )
+        })
+    };
+    for _ in 0..problem.jobs.len() + 2 {
+        let used = problem.usage(assignment);
+        // (cost change, job a, its new option, job b, its new option)
+        type PairMove = (f64, usize, Option<usize>, usize, Option<usize>);
+        let mut best: Option<PairMove> = None;
+        for a in 0..problem.jobs.len() {
+            let options_a =
+                std::iter::once(None).chain((0..problem.jobs[a].choices.len()).map(Some));
+            for new_a in options_a {
+                if new_a == assignment[a] {
+                    continue;
+                }
+                let mut used_a = used.clone();
+                if let Some((t, g)) = footprint(a, assignment[a]) {
+                    used_a[t] -= g;
+                }
+                if let Some((t, g)) = footprint(a, new_a) {
+                    used_a[t] += g;
+                }
+                let delta_a = cost_of(a, new_a) - cost_of(a, assignment[a]);
+                for b in (0..problem.jobs.len()).filter(|&b| b != a) {
+                    let options_b =
+                        std::iter::once(None).chain((0..problem.jobs[b].choices.len()).map(Some));
+                    for new_b in options_b {
+                        if new_b == assignment[b] {
+                            continue;
+                        }
+                        let delta = delta_a + cost_of(b, new_b) - cost_of(b, assignment[b]);
+                        if delta > -1e-12 || best.as_ref().is_some_and(|x| delta >= x.0) {
+                            continue;
+                        }
+                        let mut used_b = used_a.clone();
+                        if let Some((t, g)) = footprint(b, assignment[b]) {
+                            used_b[t] -= g;
+                        }
+                        if let Some((t, g)) = footprint(b, new_b) {
+                            used_b[t] += g;
+                        }
+                        if used_b.iter().zip(&problem.capacity).all(|(u, c)| u <= c) {
+                            best = Some((delta, a, new_a, b, new_b));
+                        }
+                    }
+                }
+            }
+        }
+        match best {
+            Some((_, a, new_a, b, new_b)) => {
+                assignment[a] = new_a;
+                assignment[b] = new_b;
+                improve(problem, assignment);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Solves a Sia problem: Lagrangian prices by subgradient steps; each step's choice is repaired
+/// and improved; the cheapest feasible assignment wins.
+pub fn solve(problem: &SiaProblem) -> Vec<Option<usize>> {
+    solve_from(problem, None)
+}
+
+/// Like `solve`, also trying `warm` (e.g. the current allocation) as a starting point, so a
+/// re-decision on unchanged state keeps a plan at least as good as the current one.
+pub fn solve_from(problem: &SiaProblem, warm: Option<Vec<Option<usize>>>) -> Vec<Option<usize>> {
+    let types = problem.capacity.len();
+    let mut price = vec![0.0; types];
+    let mut best: Option<(f64, Vec<Option<usize>>)> = None;
+    if let Some(mut start) = warm.filter(|w| w.len() == problem.jobs.len() && problem.feasible(w)) {
+        improve(problem, &mut start);
+        best = Some((problem.cost(&start), start));
+    }
+    let mut step = 0.05;
+    for _ in 0..40 {
+        let mut assignment = priced_choice(problem, &price);
+        let used = problem.usage(&assignment);
+        repair(problem, &mut assignment);
+        improve(problem, &mut assignment);
+        let cost = problem.cost(&assignment);
+        if best.as_ref().is_none_or(|(b, _)| cost < *b - 1e-12) {
+            best = Some((cost, assignment));
+        }
+        let mut moved = false;
+        for t in 0..types {
+            let capacity = f64::from(problem.capacity[t].max(1));
+            let excess = (f64::from(used[t]) - capacity) / capacity;
+            let next = (price[t] + step * excess).max(0.0);
+            moved |= (next - price[t]).abs() > 1e-12;
+            price[t] = next;
+        }
+        if !moved {
+            break;
+        }
+        step *= 0.9;
+    }
+    let mut assignment = best
+        .map(|(_, a)| a)
+        .unwrap_or_else(|| vec![None; problem.jobs.len()]);
+    improve_pairs(problem, &mut assignment);
+    assignment
+}
+
+/// The Sia policy.
+#[derive(Debug, Default)]
+pub struct Sia {
+    config: SiaConfig,
+}
+
+impl Sia {
+    pub fn new(config: SiaConfig) -> Self {
+        Sia { config }
+    }
+}
+
+/// Sia's configurations on a type with `node_size`-GPU nodes and `nodes` nodes: powers of two
+/// within a node, then whole nodes.
+fn type_configs(node_size: u32, nodes: u32) -> Vec<u32> {
+    let mut counts: Vec<u32> = (0..)
+        .map(|k| 1u32 << k)
+        .take_while(|&g| g <= node_size)
+        .collect();
+    counts.extend((2..=nodes).map(|k| k * node_size));
+    counts
+}
+
+struct TypeInfo {
+    gpu_type: GpuType,
+    node_size: u32,
+    capacity: u32,
+}
+
+fn type_infos(cluster: &Cluster) -> Vec<TypeInfo> {
+    let mut infos: Vec<TypeInfo> = Vec::new();
+    for node in &cluster.nodes {
+        match infos.iter_mut().find(|t| t.gpu_type == node.gpu_type) {
+            Some(t) => {
+                t.node_size = t.node_size.max(node.gpus);
+                t.capacity += node.gpus;
+            }
+            None => infos.push(TypeInfo {
+                gpu_type: node.gpu_type.clone(),
+                node_size: node.gpus,
+                capacity: node.gpus,
+            }),
+        }
+    }
+    infos
+}
+
+impl Sia {
+    /// A job's options: allowed (type, count) configurations within its growth limit, costed
+    /// by normalized goodput × restart factor, raised to p.
+    fn options(&self, snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> JobOptions {
+        let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
+        let limit = job.max_gpus.min((2 * seen).max(1)).max(job.min_gpus);
+        let current_type = job
+            .allocation
+            .parts
+            .first()
+            .map(|&(n, _)| snapshot.cluster.nodes[n.index()].gpu_type.clone());
+        let current_gpus = job.allocation.total_gpus();
+        let mut raw: Vec<(usize, u32, f64)> = Vec::new();
+        let empty = FreeResources::of(snapshot.cluster);
+        for (t, info) in types.iter().enumerate() {
+            if !job.allows(&info.gpu_type) {
+                continue;
+            }
+            // GPUs of this type the job could ever use, given its CPU and memory needs.
+            let usable: u32 = (0..snapshot.cluster.nodes.len())
+                .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
+                .map(|i| empty.usable_gpus(job, i))
+                .sum();
+            let nodes = info.capacity / info.node_size.max(1);
+            let mut counts = type_configs(info.node_size, nodes.max(1));
+            if job.min_gpus == job.max_gpus {
+                counts = vec![job.min_gpus];
+            }
+            for gpus in counts
+                .into_iter()
+                .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
+            {
+                let goodput = match job.model.as_ref() {
+                    Some(model) => model
+                        .best_on(&info.gpu_type, gpus.div_ceil(info.node_size), gpus)
+                        .map_or(0.0, |c| c.goodput),
+                    None => f64::from(gpus),
+                };
+                raw.push((t, gpus, goodput));
+            }
+        }
+        let min_positive = raw
+            .iter()
+            .map(|r| r.2)
+            .filter(|&g| g > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let age = (snapshot.now - job.submit_time).max(0.0);
+        let delay = job.restart_seconds;
+        let factor = if age < delay {
+            1.0
+        } else {
+            (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
+        };
+        let choices = raw
+            .into_iter()
+            .map(|(t, gpus, goodput)| {
+                let normalized = if min_positive.is_finite() {
+                    goodput / min_positive
+                } else {
+                    1.0
+                };
+                let same =
+                    current_type.as_ref() == Some(&types[t].gpu_type) && current_gpus == gpus;
+                let value = if same || current_gpus == 0 {
+                    normalized
+                } else {
+                    normalized * factor
+                };
+                let cost = if value > 0.0 {
+                    value.powf(self.config.p).min(self.config.cost_clip)
+                } else {
+                    self.config.cost_clip
+                };
+                Choice {
+                    gpu_type: t,
+                    gpus,
+                    cost,
+                }
+            })
+            .collect();
+        JobOptions { choices }
+    }
+}
+
+/// Places each job's chosen (type, count): unchanged jobs stay; distributed jobs take whole
+/// free nodes; single-node jobs the fullest node that fits; otherwise any free GPUs of the type.
+fn place(snapshot: &Snapshot<'_>, types: &[TypeInfo], chosen: &[(usize, usize, u32)]) -> Plan {
+    let cluster = snapshot.cluster;
+    let mut free = FreeResources::of(cluster);
+    let mut plan = Plan::default();
+    let mut pending = Vec::new();
+    for &(j, t, gpus) in chosen {
+        let job = &snapshot.jobs[j];
+        let same_type = job
+            .allocation
+            .parts
+            .first()
+            .is_some_and(|&(n, _)| cluster.nodes[n.index()].gpu_type == types[t].gpu_type);
+        if same_type && job.allocation.total_gpus() == gpus {
+            free.take(job, &job.allocation);
+            plan.allocate(job.id, job.allocation.clone());
+        } else {
+            pending.push((j, t, gpus));
+        }
+    }
+    pending.sort_by_key(|&(j, _, gpus)| (std::cmp::Reverse(gpus), j));
+    for (j, t, gpus) in pending {
+        let job = &snapshot.jobs[j];
+        let nodes: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&i| cluster.nodes[i].gpu_type == types[t].gpu_type)
+            .collect();
+        match place_on(cluster, &free, job, &nodes, gpus) {
+            Some(allocation) => {
+                free.take(job, &allocation);
+                plan.allocate(job.id, allocation);
+            }
+            None => plan.wait(
+                job.id,
+                format!("{gpus} {} GPUs chosen but fragmented", types[t].gpu_type),
+            ),
+        }
+    }
+    plan
+}
+
+fn place_on(
+    cluster: &Cluster,
+    free: &FreeResources,
+    job: &JobView,
+    nodes: &[usize],
+    gpus: u32,
+) -> Option<Allocation> {
+    let usable = |i: usize| free.usable_gpus(job, i);
+    if let Some(node) = nodes
+        .iter()
+        .copied()
+        .filter(|&i| usable(i) >= gpus)
+        .min_by_key(|&i| (usable(i), i))
+    {
+        return Some(Allocation::new(vec![(NodeId(node as u32), gpus)]));
+    }
+    // Whole free nodes first, then the fullest partial nodes.
+    let mut order: Vec<usize> = nodes.iter().copied().filter(|&i| usable(i) > 0).collect();
+    order.sort_by_key(|&i| {
+        (
+            usable(i) != cluster.nodes[i].gpus,
+            std::cmp::Reverse(usable(i)),
+            i,
+        )
+    });
+    let mut parts = Vec::new();
+    let mut left = gpus;
+    for i in order {
+        if left == 0 {
+            break;
+        }
+        let take = usable(i).min(left);
+        parts.push((NodeId(i as u32), take));
+        left -= take;
+    }
+    (left == 0).then(|| Allocation::new(parts))
+}
+
+impl Policy for Sia {
+    fn name(&self) -> &'static str {
+        "sia"
+    }
+
+    fn adapts_batch_size(&self) -> bool {
+        true
+    }
+
+    fn profiles_each_gpu_type(&self) -> bool {
+        true
+    }
+
+    fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
+        let types = type_infos(snapshot.cluster);
+        let jobs: Vec<JobOptions> = snapshot
+            .jobs
+            .iter()
+            .map(|job| self.options(snapshot, job, &types))
+            .collect();
+        let problem = SiaProblem {
+            jobs,
+            capacity: types.iter().map(|t| t.capacity).collect(),
+            lambda_unallocated: self.config.lambda_unallocated,
+        };
+        // The current allocation, in option terms, as a warm start.
+        let warm: Vec<Option<usize>> = snapshot
+            .jobs
+            .iter()
+            .zip(&problem.jobs)
+            .map(|(job, options)| {
+                let gpus = job.allocation.total_gpus();
+                let gpu_type = job
+                    .allocation
+                    .parts
+                    .first()
+                    .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type)?;
+                options
+                    .choices
+                    .iter()
+                    .position(|c| c.gpus == gpus && &types[c.gpu_type].gpu_type == gpu_type)
+            })
+            .collect();
+        let assignment = solve_from(&problem, Some(warm));
+        let chosen: Vec<(usize, usize, u32)> = assignment
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| {
+                a.map(|c| {
+                    (
+                        j,
+                        problem.jobs[j].choices[c].gpu_type,
+                        problem.jobs[j].choices[c].gpus,
+                    )
+                })
+            })
+            .collect();
+        let mut plan = place(snapshot, &types, &chosen);
+        let by_job: BTreeMap<usize, ()> = chosen.iter().map(|&(j, _, _)| (j, ())).collect();
+        for (j, job) in snapshot.jobs.iter().enumerate() {
+            if !by_job.contains_key(&j) {
+                plan.wait(
+                    job.id,
+                    "the GPU types this job can use are taken by configurations with more goodput",
+                );
+            }
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Exhaustive search: the exact optimum of a small problem.
+    fn brute_force(problem: &SiaProblem) -> f64 {
+        fn go(problem: &SiaProblem, j: usize, assignment: &mut Vec<Option<usize>>, best: &mut f64) {
+            if j == problem.jobs.len() {
+                if problem.feasible(assignment) {
+                    *best = best.min(problem.cost(assignment));
+                }
+                return;
+            }
+            for option in std::iter::once(None).chain((0..problem.jobs[j].choices.len()).map(Some))
+            {
+                assignment.push(option);
+                go(problem, j + 1, assignment, best);
+                assignment.pop();
+            }
+        }
+        let mut best = f64::INFINITY;
+        go(problem, 0, &mut Vec::new(), &mut best);
+        best
+    }
+
+    fn random_problem(rng: &mut rand_chacha::ChaCha8Rng) -> SiaProblem {
+        let types = rng.random_range(1..=3);
+        let capacity: Vec<u32> = (0..types).map(|_| rng.random_range(2..=8)).collect();
+        let jobs = (0..rng.random_range(1..=6))
+            .map(|_| {
+                let mut choices = Vec::new();
+                for (t, &cap) in capacity.iter().enumerate() {
+                    let speed = rng.random_range(0.5..3.0);
+                    let mut g = 1;
+                    while g <= cap && choices.len() < 6 {
+                        let scaling: f64 = rng.random_range(0.5..1.0);
+                        let goodput = speed * f64::from(g).powf(scaling);
+                        choices.push(Choice {
+                            gpu_type: t,
+                            gpus: g,
+                            cost: goodput.powf(-0.5),
+                        });
+                        g *= 2;
+                    }
+                }
+                JobOptions { choices }
+            })
+            .collect();
+        SiaProblem {
+            jobs,
+            capacity,
+            lambda_unallocated: 1.1,
+        }
+    }
+
+    #[test]
+    fn reaches_the_exact_optimum_on_random_instances() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (mut exact, mut total) = (0, 0);
+        let mut worst_gap: f64 = 0.0;
+        for _ in 0..300 {
+            let problem = random_problem(&mut rng);
+            let ours = solve(&problem);
+            assert!(problem.feasible(&ours), "infeasible: {problem:?}");
+            let optimum = brute_force(&problem);
+            let gap = (problem.cost(&ours) - optimum) / optimum;
+            worst_gap = worst_gap.max(gap);
+            total += 1;
+            if gap < 1e-9 {
+                exact += 1;
+            }
+        }
+        assert!(
+            exact as f64 / total as f64 >= 0.95,
+            "optimal on {exact}/{total}, worst gap {worst_gap}"
+        );
+        assert!(worst_gap < 0.03, "worst gap {worst_gap}");
+    }
+
+    #[test]
+    fn configurations_are_powers_of_two_then_whole_nodes() {
+        assert_eq!(type_configs(4, 3), vec![1, 2, 4, 8, 12]);
+        assert_eq!(type_configs(8, 2), vec![1, 2, 4, 8, 16]);
+    }
+
+    #[test]
+    fn a_hand_solved_instance() {
+        // Two linearly scaling jobs (normalized goodput = GPUs), two GPUs. One GPU each costs
+        // 1 + 1 = 2; one job on both GPUs and the other waiting costs 2^-0.5 + 1.1 ≈ 1.807.
+        let job = || JobOptions {
+            choices: [1u32, 2]
+                .iter()
+                .map(|&g| Choice {
+                    gpu_type: 0,
+                    gpus: g,
+                    cost: f64::from(g).powf(-0.5),
+                })
+                .collect(),
+        };
+        let problem = SiaProblem {
+            jobs: vec![job(), job()],
+            capacity: vec![2],
+            lambda_unallocated: 1.1,
+        };
+        let assignment = solve(&problem);
+        assert!(
+            (problem.cost(&assignment) - (0.5f64.sqrt() + 1.1)).abs() < 1e-12,
+            "{assignment:?}"
+        );
+        // With four GPUs: both jobs on two GPUs each.
+        let roomy = SiaProblem {
+            capacity: vec![4],
+            ..problem
+        };
+        let assignment = solve(&roomy);
+        assert!(
+            (roomy.cost(&assignment) - 2.0 * 0.5f64.sqrt()).abs() < 1e-12,
+            "{assignment:?}"
+        );
+    }
+}
