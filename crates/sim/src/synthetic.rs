@@ -163,6 +163,57 @@ fn place(
     None
 }
 
+/// A plausible fitted model: per-type compute speed, sync costs and gradient noise drawn
+/// around the magnitudes the Pollux profiles fit to.
+fn synthetic_model(
+    rng: &mut impl Rng,
+    types: &[GpuType],
+    batch: u32,
+    requested: u32,
+) -> adaptsched_core::perf::JobModel {
+    use adaptsched_core::perf::{BatchLimits, GradStats, JobModel, PerfParams, TypeModel};
+    let init_batch = (batch / requested.max(1)).max(8);
+    let limits = BatchLimits {
+        init_batch,
+        max_batch: init_batch * 32,
+        min_local: (init_batch / 4).max(1),
+        max_local: init_batch * 4,
+    };
+    let base = rng.random_range(0.01..0.1);
+    let perf_for = |speed: f64, rng: &mut dyn rand::RngCore| PerfParams {
+        alpha_c: base / speed,
+        beta_c: base / speed / f64::from(init_batch),
+        alpha_n: rng.random_range(0.02..0.2),
+        beta_n: rng.random_range(0.001..0.02),
+        alpha_r: rng.random_range(0.005..0.05),
+        beta_r: rng.random_range(0.0005..0.005),
+        gamma: rng.random_range(1.0..2.0),
+    };
+    let models: Vec<TypeModel> = types
+        .iter()
+        .map(|t| {
+            let speed = rng.random_range(0.5..4.0);
+            TypeModel {
+                gpu_type: t.clone(),
+                perf: Some(perf_for(speed, rng)),
+                multi_gpu_observed: rng.random_bool(0.5),
+                limits,
+            }
+        })
+        .collect();
+    JobModel {
+        perf: models.first().and_then(|m| m.perf),
+        types: models,
+        grad: Some(GradStats {
+            sqr: 1.0,
+            var: rng.random_range(0.1..100.0),
+        }),
+        limits,
+        fixed_batch: None,
+        max_replicas_seen: requested,
+    }
+}
+
 /// `count` active jobs on `cluster`: random applications, categories, GPU-type restrictions,
 /// requested GPUs, attained service and oracle remaining times; about 70% are offered a
 /// placement in submission order and run where it fits, the rest wait.
@@ -199,6 +250,7 @@ pub fn synthetic_jobs(
             JobCategory::Rigid => (requested, requested),
             _ => (1, requested.max(total)),
         };
+        let allowed_for_model = allowed.clone();
         let allocation = if rng.random_bool(0.7) {
             place(cluster, &mut free, &allowed, requested, rng).unwrap_or_default()
         } else {
@@ -228,8 +280,8 @@ pub fn synthetic_jobs(
             allocation,
             // Log-uniform between a minute and ten hours.
             oracle_remaining_seconds: Some(60.0 * 600f64.powf(rng.random_range(0.0..1.0))),
-            // No fitted performance model: the benchmark times placement, not goodput fitting.
-            model: None,
+            // A fitted-looking model, so goodput-driven policies do their real work.
+            model: Some(synthetic_model(rng, &allowed_for_model, batch, requested)),
             restart_seconds: 30.0,
         });
     }
