@@ -198,7 +198,7 @@ fn improve(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
 /// when together they lower the cost. Quadratic, so only for small problems.
 fn improve_pairs(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
     let size: usize = problem.jobs.iter().map(|j| j.choices.len() + 1).sum();
-    if size > 1500 {
+    if size > 400 {
         return;
     }
     let cost_of = |j: usize, a: Option<usize>| {
@@ -214,7 +214,7 @@ fn improve_pairs(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
             )
         })
     };
-    for _ in 0..problem.jobs.len() + 2 {
+    for _ in 0..8 {
         let used = problem.usage(assignment);
         // (cost change, job a, its new option, job b, its new option)
         type PairMove = (f64, usize, Option<usize>, usize, Option<usize>);

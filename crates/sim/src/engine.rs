@@ -241,6 +241,26 @@ fn config_for<'a>(
     }
 }
 
+/// GPUs of type `gpu_type` that `spec` could use at once, given its CPU and memory per GPU.
+fn usable_gpus_of_type(cluster: &Cluster, spec: &JobSpec, gpu_type: &GpuType) -> u32 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| &n.gpu_type == gpu_type)
+        .map(|n| {
+            let mut usable = n.gpus;
+            if spec.cpus_per_gpu > 0.0 && n.cpu_cores > 0 {
+                usable =
+                    usable.min((f64::from(n.cpu_cores) / spec.cpus_per_gpu + 1e-9).floor() as u32);
+            }
+            if spec.memory_gb_per_gpu > 0.0 && n.memory_gb > 0.0 {
+                usable = usable.min((n.memory_gb / spec.memory_gb_per_gpu + 1e-9).floor() as u32);
+            }
+            usable
+        })
+        .sum()
+}
+
 /// Batch limits of an application on one node kind.
 fn batch_limits(app: &AppProfile, table: &SpeedTable) -> BatchLimits {
     BatchLimits {
@@ -432,7 +452,7 @@ impl<'a> Simulation<'a> {
             };
             let largest_pool = allowed
                 .iter()
-                .map(|t| gpus_by_type.get(t).copied().unwrap_or(0))
+                .map(|t| usable_gpus_of_type(cluster, spec, t))
                 .max()
                 .unwrap_or(0);
             let phase = if min_gpus > largest_pool {
@@ -477,7 +497,7 @@ impl<'a> Simulation<'a> {
             jobs.push(job);
         }
         if rejected > 0 {
-            notes.push(format!("{rejected} jobs ask for more GPUs than any allowed GPU type has; never schedulable, not run"));
+            notes.push(format!("{rejected} jobs ask for more GPUs than any allowed GPU type can give them (CPU and memory per GPU included); never schedulable, not run"));
         }
         Ok(Simulation {
             cluster,
