@@ -65,11 +65,11 @@ impl FreeResources {
     pub fn usable_gpus(&self, job: &JobView, node: usize) -> u32 {
         let mut usable = self.gpus[node];
         if job.cpus_per_gpu > 0.0 {
-            usable = usable.min((self.cpus[node] / job.cpus_per_gpu + 1e-9).floor() as u32);
+            usable = usable.min(((self.cpus[node] + 1e-9) / job.cpus_per_gpu).floor() as u32);
         }
         if job.memory_gb_per_gpu > 0.0 {
             usable =
-                usable.min((self.memory_gb[node] / job.memory_gb_per_gpu + 1e-9).floor() as u32);
+                usable.min(((self.memory_gb[node] + 1e-9) / job.memory_gb_per_gpu).floor() as u32);
         }
         usable
     }
@@ -178,4 +178,62 @@ pub fn place_gang(
         remaining -= take;
     }
     Some(Allocation::new(parts))
+}
+
+/// Places a gang of `gpus` GPUs of `gpu_type` for `job` on the fewest nodes: the fullest single
+/// node that holds it (best fit), else the nodes with the most usable GPUs, the last one chosen
+/// best fit for what remains. `None` if the type lacks the GPUs (or the CPU and memory) or
+/// `job` does not allow it. Does not modify `free`; call `FreeResources::take` to commit.
+pub fn place_gang_on_type(
+    free: &FreeResources,
+    job: &JobView,
+    gpus: u32,
+    gpu_type: &GpuType,
+) -> Option<Allocation> {
+    if gpus == 0 || !job.allows(gpu_type) {
+        return None;
+    }
+    let type_index = free.type_names.iter().position(|t| t == gpu_type)?;
+    let mut usable: Vec<(usize, u32)> = (0..free.gpus.len())
+        .filter(|&i| free.gpu_types[i] == type_index)
+        .map(|i| (i, free.usable_gpus(job, i)))
+        .filter(|&(_, u)| u > 0)
+        .collect();
+    if usable.iter().map(|&(_, u)| u64::from(u)).sum::<u64>() < u64::from(gpus) {
+        return None;
+    }
+    // Most usable first; ties to the lower node index.
+    usable.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut parts = Vec::new();
+    let mut remaining = gpus;
+    let mut next = 0;
+    while remaining > 0 {
+        let rest = &usable[next..];
+        // Best fit: the node with the fewest usable GPUs that still holds all that remains.
+        if let Some(&(node, _)) = rest
+            .iter()
+            .filter(|&&(_, u)| u >= remaining)
+            .min_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)))
+        {
+            parts.push((NodeId(node as u32), remaining));
+            break;
+        }
+        let (node, count) = *rest.first()?;
+        parts.push((NodeId(node as u32), count));
+        remaining -= count;
+        next += 1;
+    }
+    Some(Allocation::new(parts))
+}
+
+/// The GPUs per node of `gpu_type` (its largest node), for packed-placement estimates.
+pub fn node_size(cluster: &Cluster, gpu_type: &GpuType) -> u32 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| &n.gpu_type == gpu_type)
+        .map(|n| n.gpus)
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }

@@ -1,6 +1,8 @@
 //! The policy registry: one name → constructor map; the name is the CLI and config key.
 
+use crate::gavel::{Gavel, GavelConfig};
 use crate::pollux::Pollux;
+use crate::themis::Themis;
 use crate::{
     fifo::Fifo, proportional::Proportional, srtf::Srtf, tiresias::Tiresias,
     tiresias::TiresiasConfig,
@@ -16,6 +18,9 @@ pub const POLICY_NAMES: &[&str] = &[
     "proportional",
     "pollux",
     "sia",
+    "gavel",
+    "gavel-throughput",
+    "themis",
 ];
 
 /// A policy name that is not in the registry.
@@ -35,6 +40,12 @@ pub fn build_policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
         "proportional" => Box::new(Proportional),
         "pollux" => Box::new(Pollux::default()),
         "sia" => Box::new(crate::sia::Sia::default()),
+        "gavel" => Box::new(Gavel::new("gavel", GavelConfig::las())),
+        "gavel-throughput" => Box::new(Gavel::new(
+            "gavel-throughput",
+            GavelConfig::max_sum_throughput(),
+        )),
+        "themis" => Box::new(Themis::default()),
         other => {
             return Err(UnknownPolicy {
                 name: other.to_string(),

@@ -22,7 +22,19 @@ use std::collections::BTreeSet;
 
 const TYPES: [&str; 3] = ["t4", "a100", "v100"];
 const NON_PREEMPTIVE: [&str; 2] = ["fifo", "proportional"];
+/// Policies that run every job at exactly its requested GPU count (the others are elastic and
+/// are held to the gang bounds by `validate_plan` only).
+const FIXED_SIZE: [&str; 5] = ["fifo", "srtf", "tiresias", "tiresias-paper", "proportional"];
+/// Policies with an open bug against `a_lone_job_that_fits_is_placed`, skipped there; see the
+/// ignored `pollux_places_a_gang_where_memory_bounds_a_node`. Remove a name once fixed.
+const KNOWN_LONE_JOB_BUGS: [&str; 1] = ["pollux"];
+/// Policies with an open bug against the fixed-point half of `plans_are_stable`, skipped there
+/// (validity is still checked); see the ignored `pollux_keeps_a_gang_it_spread_over_small_nodes`
+/// and `sia_starts_a_waiting_job_that_fits_the_gpus_left_idle`. Remove a name once fixed.
+const KNOWN_UNSTABLE: [&str; 2] = ["pollux", "sia"];
 const ROUNDS: usize = 5;
+/// The first round's `now`; initial jobs were submitted at 0, 10, 20, ... s.
+const HISTORY_S: Time = 20_000.0;
 
 // ---------------------------------------------------------------------------------------------
 // Generators
@@ -72,16 +84,22 @@ fn cluster_gen() -> impl Strategy<Value = Cluster> {
 #[derive(Clone, Debug)]
 struct JobGen {
     gpus: u32,
+    /// Elastic (`adaptive`, gang bounds 1..=gpus) rather than rigid (gpus..=gpus).
+    elastic: bool,
     allowed: Vec<&'static str>,
     cpus_per_gpu: f64,
     memory_gb_per_gpu: f64,
     oracle_remaining: f64,
-    attained: f64,
+    /// Share of `age × gpus` GPU-seconds it already held (it ran, then was preempted).
+    attained_share: f64,
 }
 
 fn job_gen() -> impl Strategy<Value = JobGen> {
     (
-        prop_oneof![6 => 1u32..=10, 1 => 11u32..=100],
+        (
+            prop_oneof![6 => 1u32..=10, 1 => 11u32..=100],
+            prop::bool::weighted(0.25),
+        ),
         prop_oneof![3 => Just(Vec::new()), 2 => subsequence(TYPES.to_vec(), 1..=2)],
         prop_oneof![
             3 => Just(0.0f64),
@@ -94,16 +112,24 @@ fn job_gen() -> impl Strategy<Value = JobGen> {
             1 => 0.5f64..48.0,
         ],
         1.0f64..50_000.0,
-        prop_oneof![1 => Just(0.0f64), 2 => 0.0f64..200_000.0],
+        prop_oneof![1 => Just(0.0f64), 2 => 0.0f64..=1.0],
     )
         .prop_map(
-            |(gpus, allowed, cpus_per_gpu, memory_gb_per_gpu, oracle_remaining, attained)| JobGen {
-                gpus,
+            |(
+                (gpus, elastic),
                 allowed,
                 cpus_per_gpu,
                 memory_gb_per_gpu,
                 oracle_remaining,
-                attained,
+                attained_share,
+            )| JobGen {
+                gpus,
+                elastic,
+                allowed,
+                cpus_per_gpu,
+                memory_gb_per_gpu,
+                oracle_remaining,
+                attained_share,
             },
         )
 }
@@ -125,25 +151,33 @@ fn step_gen() -> impl Strategy<Value = Step> {
         .prop_map(|(dt, finish, arrive)| Step { dt, finish, arrive })
 }
 
-fn view(id: u32, submit_time: Time, g: &JobGen) -> JobView {
+/// A queued job submitted at `submit_time`, seen at `now`; its attained service is consistent
+/// with its age (at most `age × gpus`).
+fn view(id: u32, submit_time: Time, now: Time, g: &JobGen) -> JobView {
+    let age = (now - submit_time).max(0.0);
     JobView {
         id: JobId(id),
         name: format!("job{id}"),
         application: "trace".to_string(),
-        category: JobCategory::Rigid,
+        category: if g.elastic {
+            JobCategory::Adaptive
+        } else {
+            JobCategory::Rigid
+        },
         submit_time,
         requested_gpus: g.gpus,
         requested_batch_size: None,
-        min_gpus: g.gpus,
+        min_gpus: if g.elastic { 1 } else { g.gpus },
         max_gpus: g.gpus,
         allowed_gpu_types: g.allowed.iter().map(|t| GpuType::new(t)).collect(),
         cpus_per_gpu: g.cpus_per_gpu,
         memory_gb_per_gpu: g.memory_gb_per_gpu,
-        attained_gpu_seconds: g.attained,
+        attained_gpu_seconds: g.attained_share * age * f64::from(g.gpus),
         allocation: Allocation::default(),
         restarts: 0,
         oracle_remaining_seconds: Some(g.oracle_remaining),
         model: None,
+        restart_seconds: 30.0,
     }
 }
 
@@ -207,15 +241,20 @@ impl Leftover {
         usable
     }
 
-    /// Whether `job`'s whole gang fits on nodes of one allowed GPU type (spread as needed).
+    /// Whether `job`'s requested gang fits on nodes of one allowed GPU type (spread as needed).
     fn fits(&self, cluster: &Cluster, job: &JobView) -> bool {
+        self.fits_gpus(cluster, job, job.requested_gpus)
+    }
+
+    /// Whether `gpus` GPUs for `job` fit on nodes of one allowed GPU type.
+    fn fits_gpus(&self, cluster: &Cluster, job: &JobView, gpus: u32) -> bool {
         let types: BTreeSet<&GpuType> = cluster.nodes.iter().map(|n| &n.gpu_type).collect();
         types.into_iter().filter(|t| job.allows(t)).any(|t| {
             let usable: i64 = (0..cluster.nodes.len())
                 .filter(|&i| cluster.nodes[i].gpu_type == *t)
                 .map(|i| self.usable(cluster, i, job))
                 .sum();
-            usable >= i64::from(job.requested_gpus)
+            usable >= i64::from(gpus)
         })
     }
 }
@@ -263,10 +302,10 @@ fn drive(
     let mut jobs: Vec<JobView> = initial
         .iter()
         .enumerate()
-        .map(|(i, g)| view(i as u32, i as f64 * 10.0, g))
+        .map(|(i, g)| view(i as u32, i as f64 * 10.0, HISTORY_S, g))
         .collect();
     let mut next_id = jobs.len() as u32;
-    let mut now: Time = initial.len() as f64 * 10.0;
+    let mut now: Time = HISTORY_S;
     for (round, step) in steps.iter().enumerate() {
         let snapshot = Snapshot {
             now,
@@ -306,7 +345,7 @@ fn drive(
             }
         }
         if let Some(g) = &step.arrive {
-            jobs.push(view(next_id, now, g));
+            jobs.push(view(next_id, now, now, g));
             next_id += 1;
         }
     }
@@ -317,7 +356,8 @@ fn allocated(plan: &Plan, id: JobId) -> Option<&Allocation> {
     plan.allocations.get(&id).filter(|a| !a.is_empty())
 }
 
-/// `validate_plan` holds, and a job that could never fit (even alone) is never placed.
+/// `validate_plan` holds; a job that could never fit (even alone, at its smallest gang) is
+/// never placed; fixed-size policies give every placed job exactly its requested GPUs.
 fn check_valid(
     name: &str,
     round: Round,
@@ -334,17 +374,25 @@ fn check_valid(
     for job in jobs {
         if let Some(alloc) = allocated(plan, job.id) {
             prop_assert!(
-                empty.fits(cluster, job),
+                empty.fits_gpus(cluster, job, job.min_gpus.max(1)),
                 "{name} {round:?}: {} can never fit ({} GPUs, types {:?}, {} cpu/gpu, {} GB/gpu) \
                  but was placed on {:?}",
                 job.id,
-                job.requested_gpus,
+                job.min_gpus,
                 job.allowed_gpu_types,
                 job.cpus_per_gpu,
                 job.memory_gb_per_gpu,
                 alloc
             );
-            prop_assert_eq!(alloc.total_gpus(), job.requested_gpus);
+            if FIXED_SIZE.contains(&name) {
+                prop_assert_eq!(
+                    alloc.total_gpus(),
+                    job.requested_gpus,
+                    "{} {:?}",
+                    name,
+                    round
+                );
+            }
         }
     }
     Ok(())
@@ -394,6 +442,9 @@ proptest! {
                             name, round, now, job.id, job.allocation, plan.allocations.get(&job.id)
                         );
                     }
+                }
+                if KNOWN_UNSTABLE.contains(&name) {
+                    return Ok(());
                 }
                 if let Round::Replay(_) = round {
                     let before = previous.take().expect("a replay follows a regular round");
@@ -461,13 +512,20 @@ proptest! {
         }
     }
 
-    /// A job alone on an empty cluster is placed (with its requested GPUs, on an allowed type)
-    /// by every policy exactly when it fits there.
+    /// A rigid job alone on an empty cluster is placed (with its requested GPUs, on an allowed
+    /// type) by every policy exactly when it fits there, whatever its age.
     #[test]
-    fn a_lone_job_that_fits_is_placed(cluster in cluster_gen(), g in job_gen(), now in 0.0f64..1e6) {
-        let jobs = vec![view(0, now, &g)];
+    fn a_lone_job_that_fits_is_placed(
+        cluster in cluster_gen(),
+        g in job_gen(),
+        now in 0.0f64..1e6,
+        age in prop_oneof![Just(0.0f64), 0.0f64..1e5],
+    ) {
+        let g = JobGen { elastic: false, ..g };
+        let jobs = vec![view(0, now - age, now, &g)];
         let fits = Leftover::empty(&cluster).fits(&cluster, &jobs[0]);
-        for &name in POLICY_NAMES {
+        let mut checked = 0;
+        for &name in POLICY_NAMES.iter().filter(|n| !KNOWN_LONE_JOB_BUGS.contains(n)) {
             let mut policy = build_policy(name).expect("registered name");
             let snapshot = Snapshot { now, cluster: &cluster, jobs: &jobs };
             let plan = policy.decide(&snapshot, &mut ChaCha8Rng::seed_from_u64(1));
@@ -478,8 +536,52 @@ proptest! {
                 "{} on an empty cluster: job {:?} fits = {}, plan {:?}",
                 name, g, fits, plan
             );
+            checked += 1;
         }
+        prop_assert!(checked >= FIXED_SIZE.len());
     }
+}
+
+/// Regression: `pollux` once capped a job's candidate GPU counts at 2 × the most replicas seen
+/// (1 without a fitted model), below a rigid job's `min_gpus`, so rigid multi-GPU jobs never
+/// started.
+#[test]
+fn pollux_places_a_lone_rigid_multi_gpu_job() {
+    let cluster = Cluster {
+        name: "one".to_string(),
+        nodes: vec![Node {
+            name: "n0".to_string(),
+            gpu_type: GpuType::new("t4"),
+            gpus: 2,
+            cpu_cores: 0,
+            memory_gb: 0.0,
+            network_gbps: 10.0,
+        }],
+    };
+    let g = JobGen {
+        gpus: 2,
+        elastic: false,
+        allowed: Vec::new(),
+        cpus_per_gpu: 0.0,
+        memory_gb_per_gpu: 0.0,
+        oracle_remaining: 100.0,
+        attained_share: 0.0,
+    };
+    // Submitted 100 s ago, so that the restart penalty does not zero its speedup.
+    let jobs = vec![view(0, 0.0, 100.0, &g)];
+    let mut policy = build_policy("pollux").expect("registered name");
+    let snapshot = Snapshot {
+        now: 100.0,
+        cluster: &cluster,
+        jobs: &jobs,
+    };
+    let plan = policy.decide(&snapshot, &mut ChaCha8Rng::seed_from_u64(1));
+    assert_eq!(validate_plan(&cluster, &jobs, &plan), Ok(()));
+    assert_eq!(
+        plan.allocations.get(&JobId(0)).map(Allocation::total_gpus),
+        Some(2),
+        "{plan:?}"
+    );
 }
 
 /// Regression for a tolerance mismatch: `FreeResources::usable_gpus` (placement.rs:68/72)
@@ -488,7 +590,6 @@ proptest! {
 /// 5.3333333337) puts 3 GPUs at 16.0000000011 of 16: placed by every policy, then rejected, so
 /// the simulator aborts with `InvalidPlan`.
 #[test]
-#[ignore = "bug: placement.rs usable_gpus slack (1e-9 GPUs) exceeds validate_plan's (1e-9 cores/GB)"]
 fn rounded_up_cpu_or_memory_need_does_not_overfill_a_node() {
     for (cpu_cores, memory_gb, cpus_per_gpu, memory_gb_per_gpu) in [
         (16, 0.0, 5.333_333_333_7, 0.0),
@@ -507,13 +608,14 @@ fn rounded_up_cpu_or_memory_need_does_not_overfill_a_node() {
         };
         let g = JobGen {
             gpus: 3,
+            elastic: false,
             allowed: Vec::new(),
             cpus_per_gpu,
             memory_gb_per_gpu,
             oracle_remaining: 100.0,
-            attained: 0.0,
+            attained_share: 0.0,
         };
-        let jobs = vec![view(0, 0.0, &g)];
+        let jobs = vec![view(0, 0.0, 0.0, &g)];
         for &name in POLICY_NAMES {
             let mut policy = build_policy(name).expect("registered name");
             let snapshot = Snapshot {
@@ -529,4 +631,166 @@ fn rounded_up_cpu_or_memory_need_does_not_overfill_a_node() {
             );
         }
     }
+}
+
+/// `pollux` spreads a gang larger than its biggest node over whole nodes in index order
+/// (`find_room`), which can take more nodes than `nodes_for(gpus, largest node)`; the next round
+/// `place` only keeps a running job whose node count equals that number (pollux.rs:223-225), so
+/// it re-places the gang, finds its nodes no longer whole (a 1-GPU job joined the last one) and
+/// stops it. Nothing changed between the two rounds; the job is preempted anyway (and restarts
+/// on every other round after that).
+#[test]
+#[ignore = "bug: pollux does not keep a gang it spread over more than nodes_for(gpus, largest node)"]
+fn pollux_keeps_a_gang_it_spread_over_small_nodes() {
+    let cluster = Cluster {
+        name: "small".to_string(),
+        nodes: [4, 1, 5]
+            .into_iter()
+            .enumerate()
+            .map(|(i, gpus)| Node {
+                name: format!("n{i}"),
+                gpu_type: GpuType::new("a100"),
+                gpus,
+                cpu_cores: 0,
+                memory_gb: 0.0,
+                network_gbps: 10.0,
+            })
+            .collect(),
+    };
+    let rigid = |gpus| JobGen {
+        gpus,
+        elastic: false,
+        allowed: Vec::new(),
+        cpus_per_gpu: 0.0,
+        memory_gb_per_gpu: 0.0,
+        oracle_remaining: 1.0,
+        attained_share: 0.0,
+    };
+    let now = 20_000.0;
+    let mut jobs = vec![view(0, 0.0, now, &rigid(6)), view(1, 10.0, now, &rigid(1))];
+    let mut policy = build_policy("pollux").expect("registered name");
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let first = policy.decide(
+        &Snapshot {
+            now,
+            cluster: &cluster,
+            jobs: &jobs,
+        },
+        &mut rng,
+    );
+    assert_eq!(validate_plan(&cluster, &jobs, &first), Ok(()));
+    let placed = allocated(&first, JobId(0))
+        .cloned()
+        .expect("the 6-GPU gang starts");
+    apply(&mut jobs, &first);
+    let replay = policy.decide(
+        &Snapshot {
+            now,
+            cluster: &cluster,
+            jobs: &jobs,
+        },
+        &mut rng,
+    );
+    assert_eq!(validate_plan(&cluster, &jobs, &replay), Ok(()));
+    assert!(
+        allocated(&replay, JobId(0)).is_some_and(|a| a.same_resources(&placed)),
+        "first {first:?}\nreplay {replay:?}"
+    );
+}
+
+/// `pollux` places a gang of at most its largest node's size on one node only (`find_room`,
+/// pollux.rs ~305-310), and a larger one only on *whole* nodes, where "whole" means every GPU
+/// usable by this job (~314). A node whose CPU or memory bounds the job below its GPU count is
+/// neither, so a job that fits the empty cluster by spreading (4 GPUs on n1 + 1 on n0) waits
+/// forever.
+#[test]
+#[ignore = "bug: pollux find_room never spreads a gang <= node size, nor over CPU/memory-bound nodes"]
+fn pollux_places_a_gang_where_memory_bounds_a_node() {
+    let node = |name: &str, gpus, memory_gb| Node {
+        name: name.to_string(),
+        gpu_type: GpuType::new("t4"),
+        gpus,
+        cpu_cores: 0,
+        memory_gb,
+        network_gbps: 10.0,
+    };
+    let cluster = Cluster {
+        name: "bounded".to_string(),
+        nodes: vec![node("n0", 8, 8.0), node("n1", 4, 0.0)],
+    };
+    let g = JobGen {
+        gpus: 5,
+        elastic: false,
+        allowed: Vec::new(),
+        cpus_per_gpu: 0.0,
+        memory_gb_per_gpu: 4.0,
+        oracle_remaining: 100.0,
+        attained_share: 0.0,
+    };
+    let jobs = vec![view(0, 0.0, 100.0, &g)];
+    assert!(Leftover::empty(&cluster).fits(&cluster, &jobs[0]));
+    let mut policy = build_policy("pollux").expect("registered name");
+    let snapshot = Snapshot {
+        now: 100.0,
+        cluster: &cluster,
+        jobs: &jobs,
+    };
+    let plan = policy.decide(&snapshot, &mut ChaCha8Rng::seed_from_u64(1));
+    assert_eq!(validate_plan(&cluster, &jobs, &plan), Ok(()));
+    assert!(allocated(&plan, JobId(0)).is_some(), "{plan:?}");
+}
+
+/// `sia` leaves GPUs idle that it would fill itself: on t4 nodes of 7 GPUs and of 5 GPUs with
+/// 92.7 GB (2 usable by a 31.5 GB/GPU job), its configuration choice picks jobs 2 (6 GPUs) and
+/// 3 (5 GPUs), job 3 does not fit ("fragmented": its per-GPU memory is not part of the choice)
+/// and nothing takes its place, so 6 GPUs stay idle although job 1 (6 GPUs: 5 on n1 + 1 on n0)
+/// fits there. The plan fed back at the same `now` then starts job 1: not a fixed point.
+#[test]
+#[ignore = "bug: sia chooses a configuration CPU/memory cannot place and leaves its GPUs idle"]
+fn sia_starts_a_waiting_job_that_fits_the_gpus_left_idle() {
+    let node = |name: &str, gpus, memory_gb| Node {
+        name: name.to_string(),
+        gpu_type: GpuType::new("t4"),
+        gpus,
+        cpu_cores: 0,
+        memory_gb,
+        network_gbps: 10.0,
+    };
+    let cluster = Cluster {
+        name: "bounded".to_string(),
+        nodes: vec![node("n0", 7, 0.0), node("n1", 5, 92.7)],
+    };
+    let rigid = |gpus, memory_gb_per_gpu| JobGen {
+        gpus,
+        elastic: false,
+        allowed: Vec::new(),
+        cpus_per_gpu: 0.0,
+        memory_gb_per_gpu,
+        oracle_remaining: 1.0,
+        attained_share: 0.0,
+    };
+    let now = HISTORY_S;
+    let jobs: Vec<JobView> = [rigid(8, 0.0), rigid(6, 0.0), rigid(6, 0.0), rigid(5, 31.5)]
+        .iter()
+        .enumerate()
+        .map(|(i, g)| view(i as u32, i as f64 * 10.0, now, g))
+        .collect();
+    let mut policy = build_policy("sia").expect("registered name");
+    let snapshot = Snapshot {
+        now,
+        cluster: &cluster,
+        jobs: &jobs,
+    };
+    let plan = policy.decide(&snapshot, &mut ChaCha8Rng::seed_from_u64(7));
+    assert_eq!(validate_plan(&cluster, &jobs, &plan), Ok(()));
+    let left = Leftover::after(&cluster, &jobs, &plan);
+    let idle_but_fits: Vec<JobId> = jobs
+        .iter()
+        .filter(|j| allocated(&plan, j.id).is_none() && left.fits(&cluster, j))
+        .map(|j| j.id)
+        .collect();
+    assert!(
+        idle_but_fits.is_empty(),
+        "{idle_but_fits:?} fit in what {plan:?} leaves free"
+    );
 }
