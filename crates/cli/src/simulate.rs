@@ -35,7 +35,8 @@ pub struct SimulateArgs {
     #[arg(long, short = 'c', default_value = "pollux-t4x64")]
     cluster: String,
 
-    /// Policies to compare, comma separated (fifo, srtf, tiresias, tiresias-paper, proportional).
+    /// Policies to compare, comma separated (fifo, srtf, tiresias, tiresias-paper, proportional,
+    /// pollux, sia, gavel, gavel-throughput, themis).
     #[arg(
         long,
         short = 'p',
