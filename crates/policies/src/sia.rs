@@ -10,7 +10,6 @@
 use crate::placement::FreeResources;
 use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId, Plan, Policy, Snapshot};
 use rand::RngCore;
-use std::collections::BTreeMap;
 
 /// Sia settings; the defaults are those of the artifact's `run_experiment.sh`.
 #[derive(Clone, Debug, PartialEq)]
@@ -449,7 +448,11 @@ impl Sia {
 
 /// Places each job's chosen (type, count): unchanged jobs stay; distributed jobs take whole
 /// free nodes; single-node jobs the fullest node that fits; otherwise any free GPUs of the type.
-fn place(snapshot: &Snapshot<'_>, types: &[TypeInfo], chosen: &[(usize, usize, u32)]) -> Plan {
+fn place(
+    snapshot: &Snapshot<'_>,
+    types: &[TypeInfo],
+    chosen: &[(usize, usize, u32)],
+) -> (Plan, FreeResources) {
     let cluster = snapshot.cluster;
     let mut free = FreeResources::of(cluster);
     let mut plan = Plan::default();
@@ -485,7 +488,7 @@ fn place(snapshot: &Snapshot<'_>, types: &[TypeInfo], chosen: &[(usize, usize, u
             ),
         }
     }
-    plan
+    (plan, free)
 }
 
 fn place_on(
@@ -583,14 +586,31 @@ impl Policy for Sia {
                 })
             })
             .collect();
-        let mut plan = place(snapshot, &types, &chosen);
-        let by_job: BTreeMap<usize, ()> = chosen.iter().map(|&(j, _, _)| (j, ())).collect();
+        let (mut plan, mut free) = place(snapshot, &types, &chosen);
+        // GPUs left idle (a chosen configuration that could not be placed, CPU or memory bound
+        // nodes) go to waiting jobs: the cheapest option each can still be placed in.
         for (j, job) in snapshot.jobs.iter().enumerate() {
-            if !by_job.contains_key(&j) {
-                plan.wait(
+            if plan.allocations.contains_key(&job.id) {
+                continue;
+            }
+            let mut options: Vec<&Choice> = problem.jobs[j].choices.iter().collect();
+            options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
+            let placed = options.into_iter().find_map(|c| {
+                let nodes: Vec<usize> = (0..snapshot.cluster.nodes.len())
+                    .filter(|&i| snapshot.cluster.nodes[i].gpu_type == types[c.gpu_type].gpu_type)
+                    .collect();
+                place_on(snapshot.cluster, &free, job, &nodes, c.gpus)
+            });
+            match placed {
+                Some(allocation) => {
+                    free.take(job, &allocation);
+                    plan.waiting.remove(&job.id);
+                    plan.allocate(job.id, allocation);
+                }
+                None => plan.wait(
                     job.id,
                     "the GPU types this job can use are taken by configurations with more goodput",
-                );
+                ),
             }
         }
         plan

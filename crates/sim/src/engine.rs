@@ -250,11 +250,11 @@ fn usable_gpus_of_type(cluster: &Cluster, spec: &JobSpec, gpu_type: &GpuType) ->
         .map(|n| {
             let mut usable = n.gpus;
             if spec.cpus_per_gpu > 0.0 && n.cpu_cores > 0 {
-                usable =
-                    usable.min((f64::from(n.cpu_cores) / spec.cpus_per_gpu + 1e-9).floor() as u32);
+                usable = usable
+                    .min(((f64::from(n.cpu_cores) + 1e-9) / spec.cpus_per_gpu).floor() as u32);
             }
             if spec.memory_gb_per_gpu > 0.0 && n.memory_gb > 0.0 {
-                usable = usable.min((n.memory_gb / spec.memory_gb_per_gpu + 1e-9).floor() as u32);
+                usable = usable.min(((n.memory_gb + 1e-9) / spec.memory_gb_per_gpu).floor() as u32);
             }
             usable
         })

@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 const PROFILES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/pollux/profiles");
 const NON_PREEMPTIVE: [&str; 2] = ["fifo", "proportional"];
 /// Policies with an open bug that makes these runs fail (livelock), skipped by the properties;
-/// each has an ignored minimal test below that fails until it is fixed. Remove a name then.
-const KNOWN_LIVELOCKS: [&str; 1] = ["pollux"];
+/// add a name only with a minimal test of the bug.
+const KNOWN_LIVELOCKS: [&str; 0] = [];
 /// A run with more scheduling rounds than this is taken for a livelock (the busiest random
 /// input here needs a few thousand).
 const MAX_ROUNDS: u64 = 200_000;
@@ -540,7 +540,6 @@ fn pollux_runs_a_rigid_multi_gpu_job() {
 /// finds no whole nodes and is stopped. They swap every two or three rounds; each stint is
 /// shorter than the 200 s restart delay, so neither finishes and the run never ends.
 #[test]
-#[ignore = "bug: pollux livelock; it does not keep gangs spread over more than nodes_for(gpus) nodes"]
 fn pollux_finishes_two_gangs_that_fit_together() {
     let cluster = Cluster {
         name: "small".to_string(),
@@ -571,4 +570,38 @@ fn pollux_finishes_two_gangs_that_fit_together() {
     };
     let result = simulate(&cluster, &workload, "pollux", config).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(result.metrics.jobs_completed, 2);
+}
+
+/// The engine's admission check (`usable_gpus_of_type`, engine.rs ~252-257) still gives CPU and
+/// memory 1e-9 *GPUs* of slack (`floor(cores / need + 1e-9)`), while the policies' placement
+/// (placement.rs `usable_gpus`) now gives 1e-9 *cores/GB*. A 3-GPU job needing 16/3 cores per
+/// GPU rounded up (5.3333333337) on a 16-core node is admitted as fitting (3 usable), yet no
+/// policy can place it (2 usable): every run ends in `Stalled` instead of setting it aside.
+#[test]
+fn a_job_just_over_a_nodes_cores_is_set_aside_not_stalling_the_run() {
+    let cluster = Cluster {
+        name: "one".to_string(),
+        nodes: vec![Node {
+            name: "n0".to_string(),
+            gpu_type: GpuType::new("t4"),
+            gpus: 4,
+            cpu_cores: 16,
+            memory_gb: 0.0,
+            network_gbps: 10.0,
+        }],
+    };
+    let mut hungry = JobSpec::new("hungry", 0.0, "trace", 3).with_duration(100.0);
+    hungry.cpus_per_gpu = 5.333_333_333_7;
+    let small = JobSpec::new("small", 10.0, "trace", 1).with_duration(100.0);
+    let workload = Workload {
+        name: "cpu".to_string(),
+        jobs: vec![hungry, small],
+        notes: Vec::new(),
+    };
+    for policy in policies() {
+        let result = simulate(&cluster, &workload, policy, SimConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(result.metrics.jobs_completed, 1, "{policy}");
+        assert_eq!(result.jobs[0].start, None, "{policy}");
+    }
 }
