@@ -634,3 +634,123 @@ mod tests {
         assert!(fit_perf_params(&[]).is_none());
     }
 }
+
+#[cfg(test)]
+mod bootstrap_tests {
+    use super::*;
+    use crate::cluster::GpuType;
+
+    const FAST: PerfParams = PerfParams {
+        alpha_c: 0.01,
+        beta_c: 0.0002,
+        alpha_n: 0.05,
+        beta_n: 0.005,
+        alpha_r: 0.004,
+        beta_r: 0.001,
+        gamma: 1.5,
+    };
+
+    fn slow_one_gpu_only() -> PerfParams {
+        // Fitted from one single-GPU run: sync terms at their floor (the prior).
+        PerfParams {
+            alpha_c: 0.03,
+            beta_c: 0.0006,
+            alpha_n: 1e-8,
+            beta_n: 1e-8,
+            alpha_r: 1e-8,
+            beta_r: 1e-8,
+            gamma: 1.0,
+        }
+    }
+
+    fn model() -> JobModel {
+        let limits = BatchLimits {
+            init_batch: 64,
+            max_batch: 4096,
+            min_local: 16,
+            max_local: 512,
+        };
+        JobModel {
+            perf: Some(FAST),
+            types: vec![
+                TypeModel {
+                    gpu_type: GpuType::new("a100"),
+                    perf: Some(FAST),
+                    multi_gpu_observed: true,
+                    limits,
+                },
+                TypeModel {
+                    gpu_type: GpuType::new("t4"),
+                    perf: Some(slow_one_gpu_only()),
+                    multi_gpu_observed: false,
+                    limits,
+                },
+            ],
+            grad: Some(GradStats {
+                sqr: 1.0,
+                var: 20.0,
+            }),
+            limits,
+            fixed_batch: None,
+            max_replicas_seen: 8,
+        }
+    }
+
+    #[test]
+    fn an_unexplored_type_scales_like_the_explored_one() {
+        let m = model();
+        let (a100, t4) = (GpuType::new("a100"), GpuType::new("t4"));
+        let a_one = m.best_on(&a100, 1, 1).expect("a100 one").goodput;
+        let a_eight = m.best_on(&a100, 2, 8).expect("a100 eight").goodput;
+        let t_one = m.best_on(&t4, 1, 1).expect("t4 one").goodput;
+        let t_eight = m.best_on(&t4, 2, 8).expect("t4 eight").goodput;
+        // thr(8, t4) ≈ thr(1, t4)/thr(1, a100) · thr(8, a100).
+        assert!(
+            (t_eight - t_one / a_one * a_eight).abs() < 1e-9 * t_eight,
+            "{t_eight} vs {}",
+            t_one / a_one * a_eight
+        );
+        // Without bootstrapping, the t4 prior (no sync cost) would promise near-linear scaling.
+        let naive = best_batch(
+            &slow_one_gpu_only(),
+            &m.grad.expect("grad"),
+            &m.limits,
+            2,
+            8,
+        )
+        .expect("naive")
+        .goodput;
+        assert!(
+            t_eight < naive,
+            "bootstrapped {t_eight} should be below the optimistic prior {naive}"
+        );
+        // One GPU needs no bootstrapping.
+        assert_eq!(
+            t_one,
+            best_batch(
+                &slow_one_gpu_only(),
+                &m.grad.expect("grad"),
+                &m.limits,
+                1,
+                1
+            )
+            .expect("one")
+            .goodput
+        );
+        // An unknown type has no estimate.
+        assert!(m.best_on(&GpuType::new("v100"), 1, 1).is_none());
+    }
+
+    #[test]
+    fn fixed_batch_throughput_is_bootstrapped_the_same_way() {
+        let m = model();
+        let (a100, t4) = (GpuType::new("a100"), GpuType::new("t4"));
+        let ratio = m.throughput_on(&t4, 1, 1, 512).expect("t4")
+            / m.throughput_on(&a100, 1, 1, 512).expect("a100");
+        let t_eight = m.throughput_on(&t4, 2, 8, 512).expect("t4 eight");
+        let a_eight = m.throughput_on(&a100, 2, 8, 512).expect("a100 eight");
+        assert!((t_eight - ratio * a_eight).abs() < 1e-9 * t_eight);
+        // 2048 over 3 GPUs: 683 each, above the 512 cap, so two steps of 342.
+        assert_eq!(split_batch(&m.limits, 3, 2048), (342, 1));
+    }
+}
