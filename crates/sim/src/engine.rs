@@ -366,7 +366,7 @@ fn observe(job: &mut SimJob<'_>, gpu_type: &GpuType, config: &RunConfig<'_>) {
 /// The best time alone on the requested GPUs over the job's allowed types, plus one start-up.
 fn isolated_seconds(job: &SimJob<'_>, cluster: &Cluster) -> f64 {
     match &job.truth {
-        Truth::Duration { remaining } => *remaining,
+        Truth::Duration { remaining } => *remaining + job.restart_delay,
         Truth::Profiled { .. } => {
             let best = job
                 .allowed_gpu_types
