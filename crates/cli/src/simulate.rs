@@ -45,7 +45,8 @@ pub struct SimulateArgs {
     )]
     policy: Vec<String>,
 
-    /// Seed of the RNG policies get; same seed and input give byte-identical outputs.
+    /// Seed of the RNG handed to policies (today's policies are deterministic without it);
+    /// the same seed and input give byte-identical outputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
@@ -62,7 +63,8 @@ pub struct SimulateArgs {
     #[arg(long, allow_negative_numbers = true)]
     restart_delay: Option<f64>,
 
-    /// Measured profiles folder (Pollux or Sia artifact layout); default: the bundled Pollux ones.
+    /// Measured profiles folder (Pollux or Sia artifact layout); default: the bundled Pollux
+    /// profiles of the source checkout this binary was built from (data/pollux/profiles).
     #[arg(long, env = "ADAPTSCHED_PROFILES")]
     profiles: Option<PathBuf>,
 
@@ -71,7 +73,7 @@ pub struct SimulateArgs {
     out: Option<PathBuf>,
 
     /// Put wall-clock decision times into summary.json (they differ run to run).
-    #[arg(long)]
+    #[arg(long, requires = "out")]
     timings: bool,
 
     /// Compare with a reference result, a Pollux-artifact style summary.json

@@ -125,6 +125,8 @@ fn folders_expand_to_their_workloads_and_the_table_has_a_mean() {
 fn bad_inputs_get_one_clear_error_each() {
     let dir = tempfile::tempdir().expect("temp");
     let header = "name,time,application,num_replicas,batch_size\n";
+    let sub = dir.path().join("other");
+    std::fs::create_dir(&sub).expect("mkdir");
     let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
         (
             vec!["-w".into(), write(dir.path(), "empty.csv", "")],

@@ -49,10 +49,6 @@ impl Cluster {
         self.nodes.get(id.index())
     }
 
-    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
-        (0..self.nodes.len() as u32).map(NodeId)
-    }
-
     pub fn total_gpus(&self) -> u32 {
         self.nodes.iter().map(|n| n.gpus).sum()
     }

@@ -1,4 +1,4 @@
-//! Run metrics, defined once (ARCHITECTURE §4) and used by the simulator, server and benchmarks.
+//! Run metrics, defined once (ARCHITECTURE §4), for every driver (today: the simulator).
 
 use crate::ids::Time;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ pub struct JobOutcome {
     pub end: Option<Time>,
     pub restarts: u32,
     pub requested_gpus: u32,
-    /// Run time alone on its requested GPUs (no queueing, one start-up delay).
+    /// Run time alone on its requested GPUs, with one start-up delay (no queueing).
     pub isolated_seconds: f64,
 }
 

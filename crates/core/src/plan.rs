@@ -81,19 +81,6 @@ impl Plan {
     pub fn wait(&mut self, job: JobId, reason: impl Into<String>) {
         self.waiting.insert(job, reason.into());
     }
-
-    /// GPUs the plan uses on each node.
-    pub fn gpus_used_per_node(&self, num_nodes: usize) -> Vec<u32> {
-        let mut used = vec![0u32; num_nodes];
-        for alloc in self.allocations.values() {
-            for &(node, gpus) in &alloc.parts {
-                if let Some(slot) = used.get_mut(node.index()) {
-                    *slot += gpus;
-                }
-            }
-        }
-        used
-    }
 }
 
 /// A broken invariant; each names the job or node and the offending values.

@@ -5,6 +5,9 @@ use adaptsched_core::{Cluster, GpuType, Node};
 use serde::Deserialize;
 use std::path::Path;
 
+/// The largest cluster a file may describe (keeps GPU counts far from u32 overflow).
+pub const MAX_CLUSTER_GPUS: u64 = 10_000_000;
+
 /// Every built-in preset name.
 pub const PRESET_NAMES: &[&str] = &["pollux-t4x64", "sia-hetero64", "sia-physical44", "philly"];
 
@@ -116,7 +119,24 @@ pub fn read_cluster_file(path: &Path) -> Result<Cluster, InputError> {
     if file.nodes.is_empty() {
         return Err(InputError::file(path, "no [[nodes]]"));
     }
+    let mut total_gpus: u64 = 0;
     for (i, g) in file.nodes.iter().enumerate() {
+        if g.gpus == 0 || g.count == 0 {
+            return Err(InputError::file(
+                path,
+                format!(
+                    "nodes[{i}]: gpus = {} and count = {} must both be ≥ 1",
+                    g.gpus, g.count
+                ),
+            ));
+        }
+        total_gpus += u64::from(g.gpus) * u64::from(g.count);
+        if total_gpus > MAX_CLUSTER_GPUS {
+            return Err(InputError::file(
+                path,
+                format!("nodes[{i}]: the cluster would have more than {MAX_CLUSTER_GPUS} GPUs"),
+            ));
+        }
         if g.gpu_type.trim().is_empty() {
             return Err(InputError::file(
                 path,
@@ -197,6 +217,31 @@ mod tests {
             .expect_err("negative GPUs")
             .to_string();
         assert!(err.contains("gpus") && err.contains("-1"), "{err}");
+
+        for (text, needle) in [
+            (
+                "[[nodes]]\nname = \"a\"\ngpu_type = \"t4\"\ngpus = 0",
+                "gpus = 0",
+            ),
+            (
+                "[[nodes]]\nname = \"a\"\ncount = 0\ngpu_type = \"t4\"\ngpus = 4",
+                "count = 0",
+            ),
+            (
+                "[[nodes]]\nname = \"a\"\ncount = 2\ngpu_type = \"t4\"\ngpus = 4294967295",
+                "more than",
+            ),
+        ] {
+            let mut file = tempfile::Builder::new()
+                .suffix(".toml")
+                .tempfile()
+                .expect("temp");
+            writeln!(file, "{text}").expect("write");
+            let err = read_cluster_file(file.path())
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
 
         let err = resolve_cluster("no-such-preset")
             .expect_err("unknown")

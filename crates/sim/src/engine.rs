@@ -169,6 +169,8 @@ struct SimJob<'a> {
     max_replicas_seen: u32,
     /// Whether the driver fits this job's models (the policy uses them).
     modeled: bool,
+    /// The most GPUs of one allowed type the job could use at once.
+    largest_pool: u32,
 }
 
 impl<'a> SimJob<'a> {
@@ -492,6 +494,7 @@ impl<'a> Simulation<'a> {
                 grad: None,
                 max_replicas_seen: 0,
                 modeled: false,
+                largest_pool,
             };
             job.isolated_seconds = isolated_seconds(&job, cluster);
             jobs.push(job);
@@ -592,6 +595,9 @@ impl<'a> Simulation<'a> {
         for &(node, gpus) in &old.parts {
             self.node_used[node.index()] -= gpus;
         }
+        let mut allocation = allocation;
+        // Zero-GPU parts carry no work and must not decide the job's GPU type.
+        allocation.parts.retain(|&(_, gpus)| gpus > 0);
         for &(node, gpus) in &allocation.parts {
             self.node_used[node.index()] += gpus;
         }
@@ -816,10 +822,11 @@ impl<'a> Simulation<'a> {
                 .get(&JobId(index as u32))
                 .cloned()
                 .unwrap_or_default();
-            let batch = plan
-                .batch
-                .get(&JobId(index as u32))
-                .map(|b| b.local_batch_size * (b.accumulation_steps + 1) * desired.total_gpus());
+            let batch = plan.batch.get(&JobId(index as u32)).map(|b| {
+                b.local_batch_size
+                    .saturating_mul(b.accumulation_steps.saturating_add(1))
+                    .saturating_mul(desired.total_gpus())
+            });
             let current = &self.jobs[index];
             let rebatch = batch.is_some_and(|b| {
                 current
@@ -853,6 +860,21 @@ impl<'a> Simulation<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         if policy.adapts_batch_size() {
             self.enable_adaptive_batches();
+        } else {
+            // Rigid scheduling runs a job on the GPUs it asked for: more than any pool has is
+            // never schedulable.
+            let mut too_big = 0;
+            for job in &mut self.jobs {
+                if job.phase == Phase::NotSubmitted && job.spec.requested_gpus > job.largest_pool {
+                    job.phase = Phase::Rejected;
+                    too_big += 1;
+                }
+            }
+            if too_big > 0 {
+                self.notes.push(format!(
+                    "{too_big} jobs ask for more GPUs than any allowed GPU type has; this policy runs jobs at their requested size, so they are not run"
+                ));
+            }
         }
         if policy.uses_job_models() {
             for job in &mut self.jobs {
@@ -934,15 +956,23 @@ impl<'a> Simulation<'a> {
                 wake_at = None;
             }
             let someone_waits = active.iter().any(|&i| self.jobs[i].allocation.is_empty());
+            // With nothing pending at all, a round must run (and detect a stall) even if the
+            // policy would skip it.
+            let stuck = !someone_waits
+                && self.next_completion().is_none()
+                && next_arrival >= order.len()
+                && wake_at.is_none();
             if !active.is_empty()
-                && (someone_waits || policy.acts_when_nothing_waits())
-                && (periodic || woken || (changed && self.config.rounds_on_events))
+                && (someone_waits || stuck || policy.acts_when_nothing_waits())
+                && (periodic || woken || stuck || (changed && self.config.rounds_on_events))
             {
                 let plan = self.round(policy, &mut rng, &active, &mut views, now, &mut timings)?;
                 rounds += 1;
                 wake_at = plan.wake_at.filter(|&t| t > now);
-                let nothing_runs = active.iter().all(|&i| self.jobs[i].allocation.is_empty());
-                if nothing_runs && next_arrival >= order.len() && wake_at.is_none() {
+                // Stuck: no job can make progress (none runs, or those that run cannot advance
+                // on their placement) and nothing will ever arrive or wake the policy.
+                let no_progress = self.next_completion().is_none();
+                if no_progress && next_arrival >= order.len() && wake_at.is_none() {
                     let example = plan
                         .waiting
                         .values()
@@ -973,9 +1003,13 @@ impl<'a> Simulation<'a> {
                 batch_sizes: j.batch_sizes.clone(),
             })
             .collect();
+        // Never-schedulable jobs count in `jobs_total` only: as "active forever" they would
+        // distort fairness, makespan and restarts per job.
         let outcomes: Vec<JobOutcome> = jobs
             .iter()
-            .map(|j| JobOutcome {
+            .zip(&self.jobs)
+            .filter(|(_, sim_job)| sim_job.phase != Phase::Rejected)
+            .map(|(j, _)| JobOutcome {
                 submit: j.submit,
                 start: j.start,
                 end: j.end,
@@ -984,7 +1018,8 @@ impl<'a> Simulation<'a> {
                 isolated_seconds: j.isolated_seconds,
             })
             .collect();
-        let metrics = summarize(&outcomes, &self.timeline, self.cluster.total_gpus());
+        let mut metrics = summarize(&outcomes, &self.timeline, self.cluster.total_gpus());
+        metrics.jobs_total = jobs.len();
         on_progress(1.0);
         Ok(SimResult {
             policy: policy.name().to_string(),

@@ -83,10 +83,23 @@ pub fn load_workloads(
     paths: &[PathBuf],
     profiles: &ProfileSet,
 ) -> Result<Vec<Workload>, InputError> {
-    let mut workloads = Vec::new();
+    let mut workloads: Vec<Workload> = Vec::new();
+    let mut origin: std::collections::BTreeMap<String, PathBuf> = std::collections::BTreeMap::new();
     for path in paths {
         for file in workload_files(path)? {
-            workloads.push(load_workload(&file, profiles)?);
+            let workload = load_workload(&file, profiles)?;
+            // Reports key runs by workload name; two files with one name would overwrite.
+            if let Some(first) = origin.insert(workload.name.clone(), file.clone()) {
+                return Err(InputError::file(
+                    &file,
+                    format!(
+                        "workload name {:?} is also the name of {}; rename one",
+                        workload.name,
+                        first.display()
+                    ),
+                ));
+            }
+            workloads.push(workload);
         }
     }
     Ok(workloads)

@@ -239,6 +239,20 @@ fn read_columns(path: &Path, columns: &[&str]) -> Result<Vec<(u64, Vec<String>)>
 }
 
 /// A finite number ≥ 0 from column `column` of `line`.
+/// A finite number > 0 (a step that takes no time would make progress infinite).
+fn positive(path: &Path, line: u64, column: &str, text: &str) -> Result<f64, InputError> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(InputError::field(
+            path,
+            line,
+            column,
+            text,
+            "expected a finite number > 0",
+        )),
+    }
+}
+
 fn number(path: &Path, line: u64, column: &str, text: &str) -> Result<f64, InputError> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
@@ -276,7 +290,7 @@ fn read_speed_table(placements: &Path, scalability: &Path) -> Result<SpeedTable,
         let placement = parse_placement(placements, line, &row[0])?;
         let point = SpeedPoint {
             local_bsz: number(placements, line, columns[1], &row[1])?,
-            step_time: number(placements, line, columns[2], &row[2])?,
+            step_time: positive(placements, line, columns[2], &row[2])?,
             sync_time: number(placements, line, columns[3], &row[3])?,
         };
         let shape = (
@@ -343,7 +357,7 @@ fn read_speed_table(placements: &Path, scalability: &Path) -> Result<SpeedTable,
             }
             let point = SpeedPoint {
                 local_bsz: number(scalability, line, columns[2], &row[2])?,
-                step_time: number(scalability, line, columns[3], &row[3])?,
+                step_time: positive(scalability, line, columns[3], &row[3])?,
                 sync_time: number(scalability, line, columns[4], &row[4])?,
             };
             table
@@ -722,6 +736,16 @@ mod tests {
             err.contains("placements.csv") && err.contains("slow"),
             "{err}"
         );
+        // A step that takes no time would make a job infinitely fast (and hang the engine).
+        std::fs::write(
+            app.join("placements.csv"),
+            "placement,local_bsz,step_time,sync_time\n1,8,0,0.0\n",
+        )
+        .expect("write");
+        let err = ProfileSet::read(dir.path())
+            .expect_err("zero step")
+            .to_string();
+        assert!(err.contains("step_time") && err.contains("> 0"), "{err}");
         let err = ProfileSet::read(&dir.path().join("missing"))
             .expect_err("no dir")
             .to_string();

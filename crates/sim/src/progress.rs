@@ -182,20 +182,6 @@ impl Truth<'_> {
             .advance(config, f64::INFINITY)
             .unwrap_or(f64::INFINITY)
     }
-
-    /// Fraction of the work done, for reports.
-    pub fn fraction_done(&self, total_duration: f64) -> f64 {
-        match self {
-            Truth::Duration { remaining } if total_duration > 0.0 => {
-                1.0 - remaining / total_duration
-            }
-            Truth::Duration { .. } => 1.0,
-            Truth::Profiled { app, progress, .. } => {
-                let end = app.progress_at_epoch(app.max_epochs);
-                if end > 0.0 { progress / end } else { 1.0 }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

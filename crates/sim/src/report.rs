@@ -52,30 +52,55 @@ fn optional(value: Option<f64>) -> String {
 
 /// `jobs.csv`: one row per job and run.
 pub fn jobs_csv(results: &[SimResult]) -> String {
-    let mut out = String::from(
-        "policy,workload,name,application,requested_gpus,submit,start,end,jct,restarts,batch_sizes\n",
-    );
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "policy",
+        "workload",
+        "name",
+        "application",
+        "requested_gpus",
+        "submit",
+        "start",
+        "end",
+        "jct",
+        "restarts",
+        "batch_sizes",
+    ];
+    // Writing to memory cannot fail; quoting keeps names with commas in one column.
+    let _ = writer.write_record(header);
     for result in results {
         for job in &result.jobs {
             let batches: Vec<String> = job.batch_sizes.iter().map(u32::to_string).collect();
-            let _ = writeln!(
-                out,
-                "{},{},{},{},{},{:.3},{},{},{},{},{}",
-                result.policy,
-                result.workload,
-                job.name,
-                job.application,
-                job.requested_gpus,
-                job.submit,
+            let _ = writer.write_record([
+                result.policy.clone(),
+                result.workload.clone(),
+                job.name.clone(),
+                job.application.clone(),
+                job.requested_gpus.to_string(),
+                format!("{:.3}", job.submit),
                 optional(job.start),
                 optional(job.end),
                 optional(job.jct()),
-                job.restarts,
-                batches.join(";")
-            );
+                job.restarts.to_string(),
+                batches.join(";"),
+            ]);
         }
     }
-    out
+    writer
+        .into_inner()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+/// Distinct values in first-seen order.
+fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for v in values {
+        if !seen.contains(&v) {
+            seen.push(v);
+        }
+    }
+    seen
 }
 
 /// The comparison table printed after a run: one row per (policy, workload), then the mean
@@ -96,8 +121,7 @@ pub fn comparison_table(results: &[SimResult]) -> String {
         "restarts",
         "decide ms"
     );
-    let mut policies: Vec<&str> = results.iter().map(|r| r.policy.as_str()).collect();
-    policies.dedup();
+    let policies = distinct(results.iter().map(|r| r.policy.as_str()));
     for policy in policies {
         let runs: Vec<&SimResult> = results.iter().filter(|r| r.policy == policy).collect();
         for r in &runs {
@@ -201,8 +225,7 @@ fn line_chart(
 
 /// `jct_cdf.svg`: the CDF of JCT (hours) per policy, pooled over workloads.
 pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
-    let mut policies: Vec<&str> = results.iter().map(|r| r.policy.as_str()).collect();
-    policies.dedup();
+    let policies = distinct(results.iter().map(|r| r.policy.as_str()));
     let series: Vec<(String, Vec<(f64, f64)>)> = policies
         .iter()
         .map(|&policy| {
@@ -264,7 +287,7 @@ pub fn plot_gpus_over_time(
     )
 }
 
-/// Writes `summary.json`, `jobs.csv` (and `timings.json`) and the plots into `dir`.
+/// Writes `summary.json`, `jobs.csv` and the plots into `dir`.
 pub fn write_reports(dir: &Path, results: &[SimResult], with_timings: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let summary = serde_json::to_string_pretty(&summary_json(results, with_timings))

@@ -44,7 +44,7 @@ pub fn read_pollux(
     }
     let category_column = column("category");
     let mut workload = Workload {
-        name: file_stem(path),
+        name: super::file_stem(path),
         ..Workload::default()
     };
     let mut names = BTreeSet::new();
@@ -108,13 +108,6 @@ pub fn read_pollux(
     }
     workload.sort_by_submit_time();
     Ok(workload)
-}
-
-pub(crate) fn file_stem(path: &Path) -> String {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("workload")
-        .to_string()
 }
 
 fn parse_number(path: &Path, line: u64, column: &str, text: &str) -> Result<f64, InputError> {
