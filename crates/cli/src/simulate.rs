@@ -140,6 +140,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut results: Vec<SimResult> = Vec::new();
+    // Wall time and events per policy, for the events/s line (not written to files).
+    let mut speed: std::collections::BTreeMap<String, (u64, f64)> =
+        std::collections::BTreeMap::new();
     for name in &args.policy {
         for workload in &workloads {
             let mut policy = build_policy(name)
@@ -147,16 +150,26 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             bar.set_message(format!("{name} on {}", workload.name));
             let base = results.len() as u64 * 1000;
             let sim = Simulation::new(&cluster, workload, &profiles, config.clone())?;
+            let started = std::time::Instant::now();
             let result = sim
                 .run(policy.as_mut(), &workload.name, &mut |fraction| {
                     bar.set_position(base + (fraction * 1000.0) as u64)
                 })
                 .with_context(|| format!("{name} on {}", workload.name))?;
+            let entry = speed.entry(name.clone()).or_insert((0u64, 0.0f64));
+            entry.0 += result.events;
+            entry.1 += started.elapsed().as_secs_f64();
             results.push(result);
         }
     }
     bar.finish_and_clear();
     print!("{}", comparison_table(&results));
+    for (name, (events, seconds)) in &speed {
+        println!(
+            "{name}: {events} simulated events in {seconds:.2} s ({:.0} events/s)",
+            *events as f64 / seconds.max(1e-9)
+        );
+    }
     if let Some(reference) = &reference {
         let mut policies: Vec<&str> = Vec::new();
         for name in &args.policy {

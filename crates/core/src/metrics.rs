@@ -13,6 +13,9 @@ pub struct JobOutcome {
     pub requested_gpus: u32,
     /// Run time alone on its requested GPUs, with one start-up delay (no queueing).
     pub isolated_seconds: f64,
+    /// GPU-seconds spent training (restart delays excluded), each weighted by the statistical
+    /// efficiency of the batch in use (1 for work without a batch model).
+    pub useful_gpu_seconds: f64,
 }
 
 impl JobOutcome {
@@ -39,6 +42,8 @@ pub struct RunMetrics {
     pub makespan_s: f64,
     pub avg_queueing_s: f64,
     pub gpu_utilization: f64,
+    /// Efficiency-weighted productive GPU-time ÷ available GPU-time (ARCHITECTURE §4).
+    pub goodput_utilization: f64,
     pub max_finish_time_fairness: f64,
     pub share_unfair_jobs: f64,
     pub restarts_per_job: f64,
@@ -236,6 +241,12 @@ pub fn summarize(outcomes: &[JobOutcome], timeline: &[UsageStep], cluster_gpus: 
         } else {
             0.0
         },
+        goodput_utilization: if makespan > 0.0 && cluster_gpus > 0 {
+            outcomes.iter().map(|j| j.useful_gpu_seconds).sum::<f64>()
+                / (makespan * f64::from(cluster_gpus))
+        } else {
+            0.0
+        },
         max_finish_time_fairness: fairness.iter().copied().fold(0.0, f64::max),
         share_unfair_jobs: if fairness.is_empty() {
             0.0
@@ -269,6 +280,7 @@ mod tests {
             restarts: 0,
             requested_gpus: gpus,
             isolated_seconds: alone,
+            useful_gpu_seconds: f64::from(gpus) * (end - start) / 2.0,
         }
     }
 
@@ -340,6 +352,8 @@ mod tests {
         assert_eq!(m.avg_queueing_s, 5.0);
         // 2·60 + 4·40 + 2·60 = 400 GPU-s of 4·160 = 640.
         assert!((m.gpu_utilization - 400.0 / 640.0).abs() < 1e-12);
+        // Half of each job's GPU time counted as useful: (2·100/2 + 2·100/2) / 640.
+        assert!((m.goodput_utilization - 200.0 / 640.0).abs() < 1e-12);
         // spread 1 for 120 s of 160 busy seconds.
         assert!((m.balance_max_deviation - 0.75).abs() < 1e-12);
         assert_eq!(m.jobs_completed, 2);

@@ -171,6 +171,8 @@ struct SimJob<'a> {
     modeled: bool,
     /// The most GPUs of one allowed type the job could use at once.
     largest_pool: u32,
+    /// GPU-seconds spent training (not restarting), weighted by statistical efficiency.
+    useful_gpu_seconds: f64,
 }
 
 impl<'a> SimJob<'a> {
@@ -184,6 +186,7 @@ impl<'a> SimJob<'a> {
         if let Some(config) = &self.config {
             let productive = now - self.accounted_to.max(self.productive_from);
             if productive > 0.0 {
+                self.useful_gpu_seconds += gpus * productive * self.truth.efficiency(config);
                 self.truth.advance(config, productive);
             }
         }
@@ -495,6 +498,7 @@ impl<'a> Simulation<'a> {
                 max_replicas_seen: 0,
                 modeled: false,
                 largest_pool,
+                useful_gpu_seconds: 0.0,
             };
             job.isolated_seconds = isolated_seconds(&job, cluster);
             jobs.push(job);
@@ -1009,13 +1013,14 @@ impl<'a> Simulation<'a> {
             .iter()
             .zip(&self.jobs)
             .filter(|(_, sim_job)| sim_job.phase != Phase::Rejected)
-            .map(|(j, _)| JobOutcome {
+            .map(|(j, sim_job)| JobOutcome {
                 submit: j.submit,
                 start: j.start,
                 end: j.end,
                 restarts: j.restarts,
                 requested_gpus: j.requested_gpus,
                 isolated_seconds: j.isolated_seconds,
+                useful_gpu_seconds: sim_job.useful_gpu_seconds,
             })
             .collect();
         let mut metrics = summarize(&outcomes, &self.timeline, self.cluster.total_gpus());
@@ -1091,6 +1096,9 @@ mod tests {
         assert_eq!(r.jobs[0].start, Some(10.0));
         assert_eq!(r.jobs[0].end, Some(10.0 + 30.0 + 100.0));
         assert_eq!(r.metrics.jobs_completed, 1);
+        // 2 of 4 GPUs held for 130 s, of which 100 s trained.
+        assert!((r.metrics.gpu_utilization - 0.5).abs() < 1e-12);
+        assert!((r.metrics.goodput_utilization - 200.0 / 520.0).abs() < 1e-12);
     }
 
     #[test]
@@ -1187,6 +1195,9 @@ mod tests {
         // 100 epochs of CIFAR-10 at batch 128 on one T4: a few hours, not minutes or days.
         assert!(jct > 3600.0 && jct < 24.0 * 3600.0, "{jct}");
         assert_eq!(r.jobs[0].batch_sizes, vec![128]);
+        // At its initial batch a job is fully efficient: only the restart delay is lost.
+        assert!(r.metrics.goodput_utilization < r.metrics.gpu_utilization);
+        assert!(r.metrics.goodput_utilization > 0.95 * r.metrics.gpu_utilization);
         // More GPUs for the same batch is faster.
         let w4 = workload(vec![
             JobSpec::new("c", 0.0, "cifar10", 4).with_batch_size(512),

@@ -168,6 +168,23 @@ impl Truth<'_> {
         }
     }
 
+    /// Statistical efficiency of a step on `config` now: AdaScale gain ÷ batch scale (1 for
+    /// duration work), so GPU time at a wasteful batch counts for less.
+    pub fn efficiency(&self, config: &RunConfig<'_>) -> f64 {
+        match self {
+            Truth::Duration { .. } => 1.0,
+            Truth::Profiled { app, epoch, .. } => {
+                let batch = f64::from(config.total_batch());
+                let scale = batch / f64::from(app.init_batch_size);
+                if scale > 0.0 {
+                    app.gain(batch, *epoch) / scale
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
     /// The epoch being trained (0 for duration work).
     pub fn epoch(&self) -> usize {
         match self {

@@ -27,6 +27,7 @@ pub fn summary_json(results: &[SimResult], with_timings: bool) -> Value {
             "makespan_s": m.makespan_s,
             "avg_queueing_s": m.avg_queueing_s,
             "gpu_utilization": m.gpu_utilization,
+            "goodput_utilization": m.goodput_utilization,
             "max_finish_time_fairness": m.max_finish_time_fairness,
             "share_unfair_jobs": m.share_unfair_jobs,
             "restarts_per_job": m.restarts_per_job,
