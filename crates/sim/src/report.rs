@@ -179,26 +179,61 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-/// A line chart of several named series into an SVG file.
+/// A line chart of several named series into an SVG file; `log_x` for long-tailed x values.
 fn line_chart(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
+    log_x: bool,
 ) -> std::io::Result<()> {
     let points = series.iter().flat_map(|(_, s)| s.iter());
     let x_max = points.clone().map(|p| p.0).fold(1e-9, f64::max);
+    let x_min = points
+        .clone()
+        .map(|p| p.0)
+        .filter(|&x| x > 0.0)
+        .fold(f64::INFINITY, f64::min);
     let y_max = points.map(|p| p.1).fold(1e-9, f64::max);
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut builder = ChartBuilder::on(&root);
+    builder
         .caption(title, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_max * 1.05)
-        .map_err(plot_error)?;
+        .y_label_area_size(60);
+    if log_x && x_min.is_finite() && x_min < x_max {
+        let chart = builder
+            .build_cartesian_2d((x_min * 0.9..x_max * 1.1).log_scale(), 0.0..y_max * 1.05)
+            .map_err(plot_error)?;
+        // A log axis has no zero: points at x = 0 are left out.
+        draw_series(chart, x_label, y_label, series, false)?;
+    } else {
+        let chart = builder
+            .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_max * 1.05)
+            .map_err(plot_error)?;
+        draw_series(chart, x_label, y_label, series, true)?;
+    }
+    root.present().map_err(plot_error)
+}
+
+/// Mesh, lines and legend of a chart, whatever its x scale.
+fn draw_series<'a, X>(
+    mut chart: ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<X, plotters::coord::types::RangedCoordf64>,
+    >,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+    keep_zero: bool,
+) -> std::io::Result<()>
+where
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -208,7 +243,10 @@ fn line_chart(
     for (i, (name, data)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                data.iter().copied().filter(|p| p.0 > 0.0 || keep_zero),
+                color.stroke_width(2),
+            ))
             .map_err(plot_error)?
             .label(name.clone())
             .legend(move |(x, y)| {
@@ -217,11 +255,11 @@ fn line_chart(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)
+        .map_err(plot_error)
 }
 
 /// `jct_cdf.svg`: the CDF of JCT (hours) per policy, pooled over workloads.
@@ -252,6 +290,7 @@ pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
         "job completion time (h)",
         "fraction of jobs",
         &series,
+        true,
     )
 }
 
@@ -285,6 +324,7 @@ pub fn plot_gpus_over_time(
         "time (h)",
         "GPUs",
         &series,
+        false,
     )
 }
 
