@@ -217,6 +217,17 @@ impl JobModel {
         self.grad.unwrap_or(GradStats { sqr: 1.0, var: 0.0 })
     }
 
+    /// Another type whose multi-GPU scaling was observed, to bootstrap `gpu_type` from.
+    fn scaling_reference(
+        &self,
+        gpu_type: &crate::cluster::GpuType,
+    ) -> Option<(&TypeModel, &PerfParams)> {
+        self.types
+            .iter()
+            .filter(|t| t.multi_gpu_observed && &t.gpu_type != gpu_type)
+            .find_map(|t| t.perf.as_ref().map(|p| (t, p)))
+    }
+
     fn type_model(&self, gpu_type: &crate::cluster::GpuType) -> Option<&TypeModel> {
         self.types.iter().find(|t| &t.gpu_type == gpu_type)
     }
@@ -237,14 +248,9 @@ impl JobModel {
         if replicas <= 1 || own.multi_gpu_observed {
             return direct;
         }
-        let Some(reference) = self
-            .types
-            .iter()
-            .find(|t| t.multi_gpu_observed && t.perf.is_some() && &t.gpu_type != gpu_type)
-        else {
+        let Some((reference, reference_perf)) = self.scaling_reference(gpu_type) else {
             return direct;
         };
-        let reference_perf = reference.perf.as_ref()?;
         let own_one = best_batch(own_perf, &grad, &own.limits, 1, 1)?.goodput;
         let reference_one = best_batch(reference_perf, &grad, &reference.limits, 1, 1)?.goodput;
         let scaled = best_batch(reference_perf, &grad, &reference.limits, nodes, replicas)?;
@@ -274,13 +280,7 @@ impl JobModel {
         if replicas <= 1 || own.multi_gpu_observed {
             return Some(own_value);
         }
-        let reference = self
-            .types
-            .iter()
-            .find(|t| t.multi_gpu_observed && t.perf.is_some() && &t.gpu_type != gpu_type);
-        let Some((reference, reference_perf)) =
-            reference.and_then(|t| t.perf.as_ref().map(|p| (t, p)))
-        else {
+        let Some((reference, reference_perf)) = self.scaling_reference(gpu_type) else {
             return Some(own_value);
         };
         let (l1, a1) = split_batch(&own.limits, 1, batch);

@@ -1,6 +1,6 @@
 //! `fifo`: first come, first served, non-preemptive; the head of the queue blocks the rest.
 
-use crate::placement::{FreeResources, PlacementRule, place_gang};
+use crate::placement::{FreeResources, PlacementRule, keep_running, place_gang};
 use adaptsched_core::{Plan, Policy, Snapshot};
 use rand::RngCore;
 
@@ -20,10 +20,7 @@ impl Policy for Fifo {
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         let mut plan = Plan::default();
         let mut free = FreeResources::of(snapshot.cluster);
-        for job in snapshot.jobs.iter().filter(|j| j.is_running()) {
-            free.take(job, &job.allocation);
-            plan.allocate(job.id, job.allocation.clone());
-        }
+        keep_running(&mut free, &mut plan, snapshot.jobs);
         let mut blocked_by: Option<&str> = None;
         for job in snapshot.jobs.iter().filter(|j| !j.is_running()) {
             if let Some(head) = blocked_by {

@@ -1,6 +1,6 @@
 //! Placement helpers shared by policies: free resources per node and gang placement rules.
 
-use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId};
+use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId, Plan};
 
 /// Free GPUs, CPU cores and memory on every node, updated as a policy places jobs.
 #[derive(Clone, Debug)]
@@ -112,6 +112,19 @@ impl FreeResources {
             .filter(|&(_, usable)| usable >= gpus)
             .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
             .map(|(t, _)| t)
+    }
+}
+
+/// Keeps each running job of `jobs` where it is: the plan repeats its allocation and `free`
+/// no longer offers those GPUs. Jobs that are not running are skipped.
+pub fn keep_running<'a>(
+    free: &mut FreeResources,
+    plan: &mut Plan,
+    jobs: impl IntoIterator<Item = &'a JobView>,
+) {
+    for job in jobs.into_iter().filter(|j| j.is_running()) {
+        free.take(job, &job.allocation);
+        plan.allocate(job.id, job.allocation.clone());
     }
 }
 

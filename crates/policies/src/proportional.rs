@@ -2,7 +2,7 @@
 //! balance ratio `p_i = (x_i/Σx)/(y_i/Σy)` near 1 by placing each gang where the load
 //! fraction `x_i/y_i` stays lowest.
 
-use crate::placement::FreeResources;
+use crate::placement::{FreeResources, keep_running};
 use adaptsched_core::{Allocation, Cluster, JobView, NodeId, Plan, Policy, Snapshot};
 use rand::RngCore;
 
@@ -109,10 +109,7 @@ impl Policy for Proportional {
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         let mut plan = Plan::default();
         let mut free = FreeResources::of(snapshot.cluster);
-        for job in snapshot.jobs.iter().filter(|j| j.is_running()) {
-            free.take(job, &job.allocation);
-            plan.allocate(job.id, job.allocation.clone());
-        }
+        keep_running(&mut free, &mut plan, snapshot.jobs);
         // Kept as a running count: searching nodes for a job that cannot fit anyway is what
         // made large clusters slow.
         let mut free_total = free.total_free_gpus();

@@ -1,6 +1,6 @@
 //! `srtf`: shortest remaining time first with an oracle: a lower bound, not a real scheduler.
 
-use crate::placement::{FreeResources, PlacementRule, place_gang};
+use crate::placement::{FreeResources, PlacementRule, keep_running, place_gang};
 use adaptsched_core::{JobView, Plan, Policy, Snapshot};
 use rand::RngCore;
 
@@ -46,10 +46,7 @@ impl Policy for Srtf {
         }
         let mut plan = Plan::default();
         let mut free = FreeResources::of(snapshot.cluster);
-        for job in chosen.iter().filter(|j| j.is_running()) {
-            free.take(job, &job.allocation);
-            plan.allocate(job.id, job.allocation.clone());
-        }
+        keep_running(&mut free, &mut plan, chosen.iter().copied());
         for job in chosen.iter().filter(|j| !j.is_running()) {
             match place_gang(&free, job, job.requested_gpus, PlacementRule::BestFit) {
                 Some(allocation) => {

@@ -1,7 +1,7 @@
 //! `tiresias`: two-dimensional least-attained-service with discretized priority queues
 //! (Gu et al., NSDI'19), configured by default as the Pollux artifact's simulator runs it.
 
-use crate::placement::{FreeResources, PlacementRule, place_gang};
+use crate::placement::{FreeResources, PlacementRule, keep_running, place_gang};
 use adaptsched_core::{JobId, Plan, Policy, Snapshot, Time};
 use rand::RngCore;
 use std::collections::{BTreeMap, BTreeSet};
@@ -156,10 +156,7 @@ impl Policy for Tiresias {
             }
         }
         let mut free = FreeResources::of(snapshot.cluster);
-        for job in admitted.iter().filter(|j| j.is_running()) {
-            free.take(job, &job.allocation);
-            plan.allocate(job.id, job.allocation.clone());
-        }
+        keep_running(&mut free, &mut plan, admitted.iter().copied());
         for job in admitted.iter().filter(|j| !j.is_running()) {
             match place_gang(&free, job, job.requested_gpus, self.config.placement) {
                 Some(allocation) => {

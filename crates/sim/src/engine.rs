@@ -13,6 +13,7 @@ use adaptsched_core::{
     Allocation, Cluster, GpuType, JobCategory, JobId, JobSpec, JobView, Plan, PlanViolation,
     Policy, Snapshot, Time, Work, validate_plan,
 };
+use adaptsched_policies::placement::node_size;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
@@ -197,18 +198,6 @@ impl<'a> SimJob<'a> {
 /// Which speed table a job uses on a GPU type, if its application was measured there.
 fn table_for<'a>(app: &'a AppProfile, gpu_type: &GpuType) -> Option<&'a SpeedTable> {
     app.speed.get(kind_for_gpu(gpu_type))
-}
-
-/// GPUs per node of each type (the largest node of that type), for packed placements.
-fn node_size(cluster: &Cluster, gpu_type: &GpuType) -> u32 {
-    cluster
-        .nodes
-        .iter()
-        .filter(|n| &n.gpu_type == gpu_type)
-        .map(|n| n.gpus)
-        .max()
-        .unwrap_or(1)
-        .max(1)
 }
 
 /// A gang of `gpus` packed onto full nodes of `size` GPUs (`[4, 4, 2]`).

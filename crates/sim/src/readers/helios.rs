@@ -20,7 +20,7 @@
 //! time, because they held their GPUs; a repeated `job_id` keeps its first row and is noted.
 //! `user` is set from the `user` column and `application` is `helios:<vc>`.
 
-use super::{CsvTable, Row, file_stem};
+use super::{CsvTable, Row};
 use crate::error::InputError;
 use crate::workload::Workload;
 use adaptsched_core::JobSpec;
@@ -114,7 +114,14 @@ pub fn read_helios(path: &Path) -> Result<Workload, InputError> {
         }
         Ok(())
     })?;
-    Ok(build_workload(path, parsed, &tally))
+    Ok(super::rebased_workload(
+        path,
+        parsed,
+        tally_notes(&tally),
+        "submit_time",
+        |p| (p.submit, p.timestamp.as_str()),
+        to_job,
+    ))
 }
 
 fn parse_row(row: &Row<'_>, cols: &Columns) -> Result<Outcome, InputError> {
@@ -174,26 +181,6 @@ fn run_time(row: &Row<'_>, cols: &Columns) -> Result<Option<f64>, InputError> {
     Ok(duration.or(span))
 }
 
-fn build_workload(path: &Path, parsed: Vec<Parsed>, tally: &Tally) -> Workload {
-    let earliest = parsed.iter().min_by_key(|p| p.submit);
-    let origin = earliest.map_or(0, |p| p.submit);
-    let mut notes = tally_notes(tally);
-    if let Some(first) = earliest {
-        notes.push(format!(
-            "submit times are seconds after the earliest submit_time, {}",
-            first.timestamp
-        ));
-    }
-    let jobs = parsed.into_iter().map(|p| to_job(p, origin)).collect();
-    let mut workload = Workload {
-        name: file_stem(path),
-        jobs,
-        notes,
-    };
-    workload.sort_by_submit_time();
-    workload
-}
-
 fn to_job(p: Parsed, origin: i64) -> JobSpec {
     let application = if p.vc.is_empty() {
         "helios".to_string()
@@ -238,6 +225,7 @@ fn tally_notes(tally: &Tally) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readers::test_support::assert_field_error;
     use adaptsched_core::Work;
     use std::path::PathBuf;
 
@@ -252,27 +240,6 @@ mod tests {
     fn read_one(text: &str) -> Result<Workload, InputError> {
         let dir = tempfile::tempdir().unwrap();
         read_helios(&write(&dir, "t.csv", text))
-    }
-
-    fn assert_field_error(
-        result: Result<Workload, InputError>,
-        line: u64,
-        column: &str,
-        value: &str,
-    ) {
-        match result {
-            Err(InputError::Field {
-                line: l,
-                column: c,
-                value: v,
-                file,
-                ..
-            }) => {
-                assert_eq!((l, c.as_str(), v.as_str()), (line, column, value));
-                assert!(file.ends_with("t.csv"));
-            }
-            other => panic!("expected a field error, got {other:?}"),
-        }
     }
 
     #[test]

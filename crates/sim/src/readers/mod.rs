@@ -60,6 +60,34 @@ pub fn detect_and_read(path: &Path) -> Result<Option<Workload>, InputError> {
     }
 }
 
+/// A raw-trace workload: submit times (seconds since 1970, `submit_of`) rebased to the earliest
+/// row, whose timestamp (from column `column`) is named in the notes; jobs sorted by submission.
+pub(crate) fn rebased_workload<P>(
+    path: &Path,
+    parsed: Vec<P>,
+    mut notes: Vec<String>,
+    column: &str,
+    submit_of: impl Fn(&P) -> (i64, &str),
+    to_job: impl Fn(P, i64) -> adaptsched_core::JobSpec,
+) -> Workload {
+    let earliest = parsed.iter().min_by_key(|p| submit_of(p).0);
+    let origin = earliest.map_or(0, |p| submit_of(p).0);
+    if let Some(first) = earliest {
+        notes.push(format!(
+            "submit times are seconds after the earliest {column}, {}",
+            submit_of(first).1
+        ));
+    }
+    let jobs = parsed.into_iter().map(|p| to_job(p, origin)).collect();
+    let mut workload = Workload {
+        name: file_stem(path),
+        jobs,
+        notes,
+    };
+    workload.sort_by_submit_time();
+    workload
+}
+
 /// The workload or cluster name for a file: its stem (`workload-1` for `workload-1.csv`).
 pub(crate) fn file_stem(path: &Path) -> String {
     path.file_stem()
@@ -346,6 +374,34 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
         (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+/// Assertions the readers' tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::error::InputError;
+
+    /// Asserts `result` is a field error in `t.csv` at `line`/`column` quoting `value`.
+    pub(crate) fn assert_field_error<T: std::fmt::Debug>(
+        result: Result<T, InputError>,
+        line: u64,
+        column: &str,
+        value: &str,
+    ) {
+        match result {
+            Err(InputError::Field {
+                line: l,
+                column: c,
+                value: v,
+                file,
+                ..
+            }) => {
+                assert_eq!((l, c.as_str(), v.as_str()), (line, column, value));
+                assert!(file.ends_with("t.csv"));
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -278,6 +278,7 @@ pub fn openb_cluster(path: &Path) -> Result<Cluster, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readers::test_support::assert_field_error;
     use adaptsched_core::Work;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -293,27 +294,6 @@ mod tests {
     fn read_one(text: &str) -> Result<Workload, InputError> {
         let dir = tempfile::tempdir().unwrap();
         read_openb(&write(&dir, "t.csv", text))
-    }
-
-    fn assert_field_error<T: std::fmt::Debug>(
-        result: Result<T, InputError>,
-        line: u64,
-        column: &str,
-        value: &str,
-    ) {
-        match result {
-            Err(InputError::Field {
-                line: l,
-                column: c,
-                value: v,
-                file,
-                ..
-            }) => {
-                assert_eq!((l, c.as_str(), v.as_str()), (line, column, value));
-                assert!(file.ends_with("t.csv"));
-            }
-            other => panic!("expected a field error, got {other:?}"),
-        }
     }
 
     #[test]

@@ -93,7 +93,14 @@ pub fn read_philly(path: &Path) -> Result<Workload, InputError> {
         }
         Ok(())
     })?;
-    Ok(build_workload(path, parsed, &tally))
+    Ok(super::rebased_workload(
+        path,
+        parsed,
+        tally_notes(&tally),
+        "timestamp",
+        |p| (p.submit, p.timestamp.as_str()),
+        to_job,
+    ))
 }
 
 fn parse_row(row: &Row<'_>, cols: &Columns) -> Result<Outcome, InputError> {
@@ -117,26 +124,6 @@ fn parse_row(row: &Row<'_>, cols: &Columns) -> Result<Outcome, InputError> {
         gpus,
         vc: cols.vc.map_or("", |c| row.text(c)).to_string(),
     }))
-}
-
-fn build_workload(path: &Path, parsed: Vec<Parsed>, tally: &Tally) -> Workload {
-    let earliest = parsed.iter().min_by_key(|p| p.submit);
-    let origin = earliest.map_or(0, |p| p.submit);
-    let mut notes = tally_notes(tally);
-    if let Some(first) = earliest {
-        notes.push(format!(
-            "submit times are seconds after the earliest timestamp, {}",
-            first.timestamp
-        ));
-    }
-    let jobs = parsed.into_iter().map(|p| to_job(p, origin)).collect();
-    let mut workload = Workload {
-        name: file_stem(path),
-        jobs,
-        notes,
-    };
-    workload.sort_by_submit_time();
-    workload
 }
 
 fn to_job(p: Parsed, origin: i64) -> JobSpec {
@@ -271,6 +258,7 @@ fn philly_node(id: &str, gpus: u32, model: &str) -> Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::readers::test_support::assert_field_error;
     use adaptsched_core::Work;
     use std::path::PathBuf;
 
@@ -291,28 +279,6 @@ mod tests {
         match job.work {
             Work::Duration { seconds } => seconds,
             Work::Epochs => panic!("expected a duration job"),
-        }
-    }
-
-    /// Asserts `result` is a field error at `line`/`column` quoting `value`.
-    fn assert_field_error(
-        result: Result<Workload, InputError>,
-        line: u64,
-        column: &str,
-        value: &str,
-    ) {
-        match result {
-            Err(InputError::Field {
-                line: l,
-                column: c,
-                value: v,
-                file,
-                ..
-            }) => {
-                assert_eq!((l, c.as_str(), v.as_str()), (line, column, value));
-                assert!(file.ends_with("t.csv"));
-            }
-            other => panic!("expected a field error, got {other:?}"),
         }
     }
 
