@@ -128,6 +128,28 @@ pub fn keep_running<'a>(
     }
 }
 
+/// Takes up to `available(node)` GPUs from each node in `nodes`, in order, until `gpus` are
+/// taken; `None` if the nodes run out first.
+pub fn fill_in_order(
+    nodes: impl IntoIterator<Item = usize>,
+    gpus: u32,
+    available: impl Fn(usize) -> u32,
+) -> Option<Allocation> {
+    let mut parts = Vec::new();
+    let mut left = gpus;
+    for node in nodes {
+        if left == 0 {
+            break;
+        }
+        let take = available(node).min(left);
+        if take > 0 {
+            parts.push((NodeId(node as u32), take));
+            left -= take;
+        }
+    }
+    (left == 0).then(|| Allocation::new(parts))
+}
+
 /// How a gang is spread over nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlacementRule {

@@ -6,7 +6,7 @@
 //! marginal-gain allocation of GPU counts, a pairwise exchange pass, and a packing placement;
 //! the objective it reaches is reported next to the GA's in `docs/fidelity.md`.
 
-use crate::placement::FreeResources;
+use crate::placement::{FreeResources, fill_in_order};
 use adaptsched_core::{Allocation, JobId, JobView, NodeId, Plan, Policy, Snapshot};
 use rand::RngCore;
 use std::collections::BTreeMap;
@@ -327,22 +327,10 @@ fn find_room(
             by_type.entry(node.gpu_type.as_str()).or_default().push(i);
         }
     }
-    for nodes in by_type.values() {
-        let mut parts = Vec::new();
-        let mut left = gpus;
-        for &i in nodes {
-            if left == 0 {
-                break;
-            }
-            let take = cluster.nodes[i].gpus.min(left);
-            parts.push((NodeId(i as u32), take));
-            left -= take;
-        }
-        if left == 0 {
-            return Some(Allocation::new(parts));
-        }
-    }
-    spread(cluster, distributed_on, gpus, &usable)
+    by_type
+        .values()
+        .find_map(|nodes| fill_in_order(nodes.iter().copied(), gpus, |i| cluster.nodes[i].gpus))
+        .or_else(|| spread(cluster, distributed_on, gpus, &usable))
 }
 
 /// Last resort when no single node or set of whole nodes fits (CPU or memory bound, mixed node
@@ -359,23 +347,10 @@ fn spread(
             by_type.entry(node.gpu_type.as_str()).or_default().push(i);
         }
     }
-    for mut nodes in by_type.into_values() {
+    by_type.into_values().find_map(|mut nodes| {
         nodes.sort_by_key(|&i| (std::cmp::Reverse(usable(i)), i));
-        let mut parts = Vec::new();
-        let mut left = gpus;
-        for i in nodes {
-            if left == 0 {
-                break;
-            }
-            let take = usable(i).min(left);
-            parts.push((NodeId(i as u32), take));
-            left -= take;
-        }
-        if left == 0 {
-            return Some(Allocation::new(parts));
-        }
-    }
-    None
+        fill_in_order(nodes, gpus, usable)
+    })
 }
 
 /// The round's shape: GPUs per node, fair-share GPUs per job, and the speedup scale.

@@ -7,7 +7,7 @@
 //! GPU type, greedy repair to feasibility, and single-job improvement moves. Tests check it
 //! against an exact solver on random instances.
 
-use crate::placement::FreeResources;
+use crate::placement::{FreeResources, fill_in_order};
 use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId, Plan, Policy, Snapshot};
 use rand::RngCore;
 
@@ -516,17 +516,7 @@ fn place_on(
             i,
         )
     });
-    let mut parts = Vec::new();
-    let mut left = gpus;
-    for i in order {
-        if left == 0 {
-            break;
-        }
-        let take = usable(i).min(left);
-        parts.push((NodeId(i as u32), take));
-        left -= take;
-    }
-    (left == 0).then(|| Allocation::new(parts))
+    fill_in_order(order, gpus, usable)
 }
 
 impl Policy for Sia {
