@@ -20,6 +20,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Benchmarks: time policy decisions on seeded synthetic clusters.
     Bench(bench::BenchArgs),
+    /// Run the control plane: HTTP API, scheduling loop and local executor.
+    Serve(adaptsched_server::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +29,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Serve(args) => adaptsched_server::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,4 +11,4 @@ pub mod srtf;
 pub mod themis;
 pub mod tiresias;
 
-pub use registry::{POLICY_NAMES, UnknownPolicy, build_policy};
+pub use registry::{DEFAULT_POLICY, POLICY_NAMES, UnknownPolicy, build_policy};

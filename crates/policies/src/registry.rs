@@ -23,6 +23,9 @@ pub const POLICY_NAMES: &[&str] = &[
     "themis",
 ];
 
+/// The policy `adaptsched serve` and `simulate` use when none is named.
+pub const DEFAULT_POLICY: &str = "pollux";
+
 /// A policy name that is not in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown policy {name:?} (known: {})", POLICY_NAMES.join(", "))]
