@@ -316,6 +316,47 @@ pub struct ErrorBody {
     pub value: Option<String>,
 }
 
+/// `POST /v1/tokens` (admin only): create a bearer token for a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The user the token acts for; jobs submitted with it are theirs.
+    pub user: String,
+    /// Whether the token may act for every user (create tokens, cancel anyone's jobs).
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// Reply to `POST /v1/tokens`, `201 Created`. The token is shown once; the server keeps only
+/// its SHA-256.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub user: String,
+    pub admin: bool,
+    pub token: String,
+}
+
+/// `GET /v1/whoami`: who the presented token acts for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub user: String,
+    pub admin: bool,
+}
+
+/// Response headers of `GET /v1/jobs/{id}/logs?stream=stdout|stderr&offset=N&limit=BYTES`.
+///
+/// The body is the log bytes from `offset` (at most `limit`, default 1 MiB). To follow a log,
+/// poll again from [`logs::OFFSET_HEADER`] until [`logs::STATE_HEADER`] is a final state and
+/// a poll returns no bytes.
+pub mod logs {
+    /// Offset just past the returned bytes: where the next poll starts.
+    pub const OFFSET_HEADER: &str = "x-log-offset";
+    /// The job's state when the bytes were read (`queued`, `running`, `succeeded`, ...).
+    pub const STATE_HEADER: &str = "x-job-state";
+    /// Largest chunk one call returns, and the default `limit`.
+    pub const MAX_CHUNK: u64 = 1 << 20;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub use migrations::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
 pub use types::{
     AllocationRecord, DurableJobId, JobEvent, JobFilter, JobState, JobSubmission, MetricSample,
-    StoredJob,
+    ProcessRecord, StoredJob, TokenRecord,
 };
 
 /// What the control plane needs from durable state.
@@ -83,4 +83,24 @@ pub trait Store: Send + Sync {
 
     /// The job's reported steps with `step >= since_step`, in step order.
     fn metrics(&self, id: DurableJobId, since_step: u64) -> Result<Vec<MetricSample>>;
+
+    /// Records how an attempt ended: the job's `exit_code` (shown in listings) and an `exit`
+    /// event with `message`, in one transaction.
+    fn record_exit(&self, id: DurableJobId, exit_code: i32, message: &str, at: Time) -> Result<()>;
+
+    /// Records (or replaces) the live process of a job, so that a restarted server finds it.
+    fn record_process(&self, record: &ProcessRecord) -> Result<()>;
+
+    /// Forgets the job's process (it exited or was killed). Forgetting twice is fine.
+    fn clear_process(&self, id: DurableJobId) -> Result<()>;
+
+    /// Every recorded process, by job id.
+    fn processes(&self) -> Result<Vec<ProcessRecord>>;
+
+    /// Stores a bearer token by its SHA-256 hex digest. A digest stored twice is an error
+    /// (`InvalidValue`), so a token can never silently change owner.
+    fn add_token(&self, token_sha256: &str, token: &TokenRecord, at: Time) -> Result<()>;
+
+    /// Who the token with this digest belongs to, if anyone.
+    fn token(&self, token_sha256: &str) -> Result<Option<TokenRecord>>;
 }

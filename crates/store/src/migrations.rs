@@ -18,13 +18,14 @@ pub(crate) struct Migration {
 }
 
 /// The schema, oldest first. The last version is the one this build writes.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "jobs, events, allocations, metrics",
-    // `AUTOINCREMENT` on jobs: a durable id must never be handed out twice, even if the
-    // highest job were deleted. Other tables only need rowid order.
-    // Timestamps are REAL seconds on the control plane's clock (adaptsched_core::Time).
-    sql: r#"
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "jobs, events, allocations, metrics",
+        // `AUTOINCREMENT` on jobs: a durable id must never be handed out twice, even if the
+        // highest job were deleted. Other tables only need rowid order.
+        // Timestamps are REAL seconds on the control plane's clock (adaptsched_core::Time).
+        sql: r#"
 CREATE TABLE jobs (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     name         TEXT    NOT NULL,
@@ -87,7 +88,37 @@ CREATE TABLE metrics (
     PRIMARY KEY (job_id, step)
 ) WITHOUT ROWID;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        description: "job processes and API tokens",
+        // job_processes: the live process of a running job, so a restarted server can find a
+        // process that outlived it (pid + kernel start time + boot id identify it even when
+        // the pid is reused) and never run a job twice. tokens: SHA-256 of each bearer
+        // token, never the token itself, so a copied database does not leak credentials.
+        sql: r#"
+CREATE TABLE job_processes (
+    job_id      INTEGER PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+    pid         INTEGER NOT NULL CHECK (pid > 0),   -- also the process group id
+    start_ticks INTEGER NOT NULL,                   -- /proc/<pid>/stat starttime
+    boot_id     TEXT    NOT NULL,
+    attempt     INTEGER NOT NULL,
+    started_at  REAL    NOT NULL
+);
+
+-- The exit code of the job's last attempt (128 + signal when killed), for listings.
+ALTER TABLE jobs ADD COLUMN exit_code INTEGER;
+
+CREATE TABLE tokens (
+    token_sha256 TEXT    PRIMARY KEY,
+    user         TEXT    NOT NULL,
+    admin        INTEGER NOT NULL CHECK (admin IN (0, 1)),
+    job_id       INTEGER REFERENCES jobs (id) ON DELETE CASCADE,
+    created_at   REAL    NOT NULL
+);
+"#,
+    },
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -222,6 +253,31 @@ mod tests {
             vec![1, 2],
             "the half-applied migration must roll back"
         );
+    }
+
+    #[test]
+    fn a_version_1_file_with_jobs_upgrades_keeping_them() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let path = Path::new(":memory:");
+        migrate(&mut conn, path, &MIGRATIONS[..1]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs (name, user, command, working_dir, env, min_gpus, max_gpus, cpus, \
+             memory_gb, priority, max_retries, category, state, state_reason, created_at, \
+             updated_at) VALUES ('a', 'alice', '[\"true\"]', '/', '{}', 1, 1, 1, 0, 0, 0, \
+             'rigid', 'running', 'started', 1, 1)",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, path, MIGRATIONS).unwrap(), vec![2]);
+        let (name, exit_code): (String, Option<i64>) = conn
+            .query_row("SELECT name, exit_code FROM jobs", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((name.as_str(), exit_code), ("a", None));
+        let processes: i64 = conn
+            .query_row("SELECT COUNT(*) FROM job_processes", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(processes, 0);
     }
 
     #[test]

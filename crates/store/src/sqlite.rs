@@ -6,7 +6,7 @@ use crate::error::{Result, StoreError};
 use crate::migrations::{self, MIGRATIONS};
 use crate::types::{
     AllocationRecord, DurableJobId, JobEvent, JobFilter, JobState, JobSubmission, MetricSample,
-    StoredJob,
+    ProcessRecord, StoredJob, TokenRecord,
 };
 use adaptsched_core::plan::BatchDecision;
 use adaptsched_core::{Allocation, JobCategory, Time};
@@ -24,7 +24,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const JOB_COLUMNS: &str = "id, name, user, command, working_dir, env, min_gpus, max_gpus, \
      cpus, memory_gb, priority, max_retries, category, spec, state, state_reason, attempts, \
-     created_at, updated_at";
+     created_at, updated_at, exit_code";
 
 /// The SQLite store. Cheap to share behind an `Arc`: calls on one handle are serialized by a
 /// mutex (an SQLite connection must not be used from two threads at once); separate handles
@@ -462,6 +462,150 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(samples)
     }
+    fn record_exit(&self, id: DurableJobId, exit_code: i32, message: &str, at: Time) -> Result<()> {
+        check_time(at)?;
+        let key = sql_id(id)?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        state_of(&tx, id)?;
+        tx.prepare_cached("UPDATE jobs SET exit_code = ?1 WHERE id = ?2")?
+            .execute(params![exit_code, key])?;
+        insert_event(&tx, id, "exit", message, at)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn record_process(&self, record: &ProcessRecord) -> Result<()> {
+        check_time(record.started_at)?;
+        let key = sql_id(record.job)?;
+        if record.pid == 0 {
+            return Err(StoreError::InvalidValue {
+                field: "pid",
+                value: "0".to_string(),
+            });
+        }
+        let ticks = i64::try_from(record.start_ticks).map_err(|_| StoreError::InvalidValue {
+            field: "start_ticks",
+            value: record.start_ticks.to_string(),
+        })?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        state_of(&tx, record.job)?;
+        tx.prepare_cached(
+            "INSERT INTO job_processes (job_id, pid, start_ticks, boot_id, attempt, started_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (job_id) DO UPDATE SET \
+             pid = excluded.pid, start_ticks = excluded.start_ticks, boot_id = excluded.boot_id, \
+             attempt = excluded.attempt, started_at = excluded.started_at",
+        )?
+        .execute(params![
+            key,
+            record.pid,
+            ticks,
+            record.boot_id,
+            record.attempt,
+            record.started_at
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn clear_process(&self, id: DurableJobId) -> Result<()> {
+        let key = sql_id(id)?;
+        self.lock()
+            .prepare_cached("DELETE FROM job_processes WHERE job_id = ?1")?
+            .execute([key])?;
+        Ok(())
+    }
+
+    fn processes(&self) -> Result<Vec<ProcessRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT job_id, pid, start_ticks, boot_id, attempt, started_at FROM job_processes \
+             ORDER BY job_id",
+        )?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, u32>(1)?,
+                    get_u64(row, 2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, u32>(4)?,
+                    row.get::<_, f64>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(job, pid, start_ticks, boot_id, attempt, started_at)| {
+                Ok(ProcessRecord {
+                    job: id_from_sql("job_processes", job)?,
+                    pid,
+                    start_ticks,
+                    boot_id,
+                    attempt,
+                    started_at,
+                })
+            })
+            .collect()
+    }
+
+    fn add_token(&self, token_sha256: &str, token: &TokenRecord, at: Time) -> Result<()> {
+        check_time(at)?;
+        if token_sha256.len() != 64 || !token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::InvalidValue {
+                field: "token digest",
+                value: format!("{token_sha256:?} (expected 64 hex digits)"),
+            });
+        }
+        if token.user.trim().is_empty() {
+            return Err(StoreError::InvalidValue {
+                field: "user",
+                value: format!("{:?} (must not be empty)", token.user),
+            });
+        }
+        let job = token.job.map(sql_id).transpose()?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(id) = token.job {
+            state_of(&tx, id)?;
+        }
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO tokens (token_sha256, user, admin, job_id, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (token_sha256) DO NOTHING",
+            )?
+            .execute(params![token_sha256, token.user, token.admin, job, at])?;
+        if inserted == 0 {
+            return Err(StoreError::InvalidValue {
+                field: "token",
+                value: "already registered".to_string(),
+            });
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn token(&self, token_sha256: &str) -> Result<Option<TokenRecord>> {
+        let conn = self.lock();
+        let row = conn
+            .prepare_cached("SELECT user, admin, job_id FROM tokens WHERE token_sha256 = ?1")?
+            .query_row([token_sha256], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, bool>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(user, admin, job)| {
+            Ok(TokenRecord {
+                user,
+                admin,
+                job: job.map(|j| id_from_sql("tokens", j)).transpose()?,
+            })
+        })
+        .transpose()
+    }
 }
 
 /// A job row as SQLite returns it, before the JSON and enum columns are decoded (decoding
@@ -486,6 +630,7 @@ struct RawJob {
     attempts: u32,
     created_at: f64,
     updated_at: f64,
+    exit_code: Option<i32>,
 }
 
 impl RawJob {
@@ -510,6 +655,7 @@ impl RawJob {
             attempts: row.get(16)?,
             created_at: row.get(17)?,
             updated_at: row.get(18)?,
+            exit_code: row.get(19)?,
         })
     }
 
@@ -560,6 +706,7 @@ impl RawJob {
             created_at: self.created_at,
             updated_at: self.updated_at,
             attempts: self.attempts,
+            exit_code: self.exit_code,
         })
     }
 }

@@ -242,6 +242,8 @@ pub struct StoredJob {
     pub updated_at: Time,
     /// How many times the job has entered `running` (first start included).
     pub attempts: u32,
+    /// Exit code of the last attempt that ended (128 + signal when killed by one).
+    pub exit_code: Option<i32>,
 }
 
 /// One thing that happened to a job, in the order it was recorded.
@@ -312,4 +314,32 @@ impl JobFilter {
         self.limit = Some(limit);
         self
     }
+}
+
+/// The live process of a running job, as the control plane started it: enough to find it
+/// again after a server crash and to tell it from an unrelated process that reused its pid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub job: DurableJobId,
+    /// The process id, which is also its process group id (jobs run in their own group).
+    pub pid: u32,
+    /// The kernel's start time of the process (`/proc/<pid>/stat` field 22, clock ticks
+    /// since boot): together with `boot_id` it identifies the process even if `pid` is reused.
+    pub start_ticks: u64,
+    /// `/proc/sys/kernel/random/boot_id` when it started: after a reboot nothing survives.
+    pub boot_id: String,
+    /// Which attempt of the job this process is (1 = first start).
+    pub attempt: u32,
+    /// Seconds on the control plane's clock when it was started.
+    pub started_at: Time,
+}
+
+/// Who a bearer token belongs to. The store keys tokens by their SHA-256 (hex), never the
+/// token itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub user: String,
+    pub admin: bool,
+    /// Set for the token a job gets in its launch environment: it acts for the job's owner.
+    pub job: Option<DurableJobId>,
 }
