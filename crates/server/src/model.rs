@@ -1,0 +1,229 @@
+//! A job's performance model, fitted online from what it reported (ARCHITECTURE §3): the
+//! same `JobModel` the simulator gives policies, built from the job's allocation history and
+//! its step reports. Pure: the loop reads the store and passes the records in.
+
+use adaptsched_api::{BatchSpec, FittedModelView};
+use adaptsched_core::perf::{BatchLimits, GradStats, JobModel, Observation, fit_perf_params};
+use adaptsched_store::{AllocationRecord, MetricSample};
+use std::collections::BTreeMap;
+
+/// Step reports used for a fit: the most recent ones describe the job as it runs now.
+pub const MAX_SAMPLES: usize = 500;
+
+/// Batch limits of a job, or a fixed batch of 1 for jobs that declared none (their batch
+/// is their own business; policies then only use their GPU count).
+pub fn limits(spec: Option<&BatchSpec>) -> BatchLimits {
+    match spec {
+        Some(spec) => BatchLimits {
+            init_batch: spec.initial,
+            max_batch: spec.max,
+            min_local: spec.min_local.unwrap_or(1),
+            max_local: spec.max_local.unwrap_or(spec.max),
+        },
+        None => BatchLimits {
+            init_batch: 1,
+            max_batch: 1,
+            min_local: 1,
+            max_local: 1,
+        },
+    }
+}
+
+/// One observation per report: the allocation in effect when it was reported gives the
+/// replicas and the batch split. Reports made while nothing was allocated are skipped.
+pub fn observations(history: &[AllocationRecord], samples: &[MetricSample]) -> Vec<Observation> {
+    samples
+        .iter()
+        .filter_map(|sample| {
+            let record = history.iter().rev().find(|r| r.at <= sample.at)?;
+            let replicas = record.allocation.total_gpus();
+            if replicas == 0 || sample.step_time <= 0.0 {
+                return None;
+            }
+            let accumulation = record.batch.map_or(0, |b| b.accumulation_steps);
+            let steps = f64::from(accumulation + 1);
+            let local = record.batch.map_or_else(
+                || {
+                    (sample.samples as f64 / f64::from(replicas))
+                        .round()
+                        .max(1.0) as u32
+                },
+                |b| b.local_batch_size,
+            );
+            // The step's compute is spread over its accumulation steps; the last one also
+            // synchronizes gradients.
+            let grad_time = ((sample.step_time - sample.sync_time) / steps).max(1e-9);
+            Some(Observation {
+                nodes: 1,
+                replicas,
+                local_bsz: local,
+                accum_step_time: grad_time,
+                optim_step_time: (sample.step_time - f64::from(accumulation) * grad_time).max(1e-9),
+            })
+        })
+        .collect()
+}
+
+/// The latest reported gradient statistics.
+pub fn gradient_stats(samples: &[MetricSample]) -> Option<GradStats> {
+    samples
+        .iter()
+        .rev()
+        .find_map(|s| match (s.grad_sqr, s.grad_var) {
+            (Some(sqr), Some(var)) if sqr.is_finite() && var.is_finite() && sqr > 0.0 => {
+                Some(GradStats { sqr, var })
+            }
+            _ => None,
+        })
+}
+
+/// The model policies see. Throughput parameters are fitted only for jobs with batch limits
+/// (goodput needs them); every job reports the most devices it has run on, which bounds how
+/// far Pollux-style policies let it grow.
+pub fn job_model(
+    spec: Option<&BatchSpec>,
+    history: &[AllocationRecord],
+    samples: &[MetricSample],
+) -> (JobModel, usize) {
+    let observed = observations(history, samples);
+    let perf = spec.and_then(|_| fit_perf_params(&observed));
+    let model = JobModel {
+        perf,
+        types: Vec::new(),
+        grad: gradient_stats(samples),
+        limits: limits(spec),
+        fixed_batch: None,
+        max_replicas_seen: history
+            .iter()
+            .map(|r| r.allocation.total_gpus())
+            .max()
+            .unwrap_or(0),
+    };
+    (model, observed.len())
+}
+
+/// The API's view of a model.
+pub fn view(model: &JobModel, observations: usize) -> FittedModelView {
+    let mut params = BTreeMap::new();
+    if let Some(p) = &model.perf {
+        for (name, value) in [
+            ("alpha_c", p.alpha_c),
+            ("beta_c", p.beta_c),
+            ("alpha_n", p.alpha_n),
+            ("beta_n", p.beta_n),
+            ("alpha_r", p.alpha_r),
+            ("beta_r", p.beta_r),
+            ("gamma", p.gamma),
+        ] {
+            params.insert(name.to_string(), value);
+        }
+    }
+    let grad = model.grad;
+    FittedModelView {
+        params,
+        grad_sqr: grad.map(|g| g.sqr),
+        grad_var: grad.map(|g| g.var),
+        noise_scale: grad.filter(|g| g.sqr > 0.0).map(|g| g.var / g.sqr),
+        observations,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adaptsched_core::plan::BatchDecision;
+    use adaptsched_core::{Allocation, NodeId};
+    use adaptsched_store::DurableJobId;
+
+    fn record(at: f64, gpus: u32, batch: Option<(u32, u32)>) -> AllocationRecord {
+        AllocationRecord {
+            seq: 0,
+            job: DurableJobId(1),
+            at,
+            allocation: if gpus == 0 {
+                Allocation::default()
+            } else {
+                Allocation::new(vec![(NodeId(0), gpus)])
+            },
+            batch: batch.map(|(local, accum)| BatchDecision {
+                local_batch_size: local,
+                accumulation_steps: accum,
+            }),
+            reason: String::new(),
+        }
+    }
+
+    fn sample(at: f64, step_time: f64, sync: f64) -> MetricSample {
+        MetricSample {
+            step: at as u64,
+            samples: 128,
+            loss: 1.0,
+            step_time,
+            sync_time: sync,
+            grad_sqr: Some(2.0),
+            grad_var: Some(6.0),
+            at,
+        }
+    }
+
+    #[test]
+    fn reports_take_the_allocation_in_effect_when_they_were_made() {
+        let history = vec![
+            record(0.0, 1, Some((64, 1))),
+            record(10.0, 0, None),
+            record(20.0, 2, Some((64, 0))),
+        ];
+        let samples = vec![
+            sample(5.0, 1.0, 0.0),
+            sample(15.0, 1.0, 0.0),
+            sample(25.0, 0.6, 0.2),
+        ];
+        let observed = observations(&history, &samples);
+        assert_eq!(
+            observed.len(),
+            2,
+            "the report made while stopped is skipped"
+        );
+        assert_eq!((observed[0].replicas, observed[0].local_bsz), (1, 64));
+        assert!((observed[0].accum_step_time - 0.5).abs() < 1e-9);
+        assert!((observed[0].optim_step_time - 0.5).abs() < 1e-9);
+        assert_eq!((observed[1].replicas, observed[1].local_bsz), (2, 64));
+        assert!((observed[1].accum_step_time - 0.4).abs() < 1e-9);
+        assert!((observed[1].optim_step_time - 0.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_job_with_batch_limits_gets_a_fitted_model_and_noise_scale() {
+        let spec = BatchSpec {
+            initial: 64,
+            max: 1024,
+            min_local: None,
+            max_local: Some(256),
+        };
+        let history = vec![
+            record(0.0, 1, Some((64, 0))),
+            record(50.0, 2, Some((64, 0))),
+        ];
+        let samples: Vec<MetricSample> = (0..40)
+            .map(|i| {
+                let at = f64::from(i) * 2.5;
+                if at < 50.0 {
+                    sample(at, 0.5, 0.0)
+                } else {
+                    sample(at, 0.6, 0.1)
+                }
+            })
+            .collect();
+        let (model, count) = job_model(Some(&spec), &history, &samples);
+        assert_eq!(count, 40);
+        assert_eq!(model.max_replicas_seen, 2);
+        assert!(model.perf.is_some());
+        assert!(model.best(1, 2).is_some());
+        let view = view(&model, count);
+        assert_eq!(view.noise_scale, Some(3.0));
+        assert!(view.params.contains_key("gamma"));
+        let (rigid, _) = job_model(None, &history, &samples);
+        assert!(rigid.perf.is_none(), "no batch limits, no goodput model");
+        assert_eq!(rigid.max_replicas_seen, 2);
+    }
+}
