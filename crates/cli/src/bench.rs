@@ -28,6 +28,9 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Time policy decisions on seeded synthetic heterogeneous clusters and job mixes.
     Decide(DecideArgs),
+    /// Time the live control plane: submit throughput, submit/list latency with many jobs
+    /// stored, submit to process start.
+    Serve(crate::bench_serve::ServeBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +82,7 @@ struct Row {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchCommand::Decide(args) => decide(args),
+        BenchCommand::Serve(args) => crate::bench_serve::run(args),
     }
 }
 
