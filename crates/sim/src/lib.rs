@@ -9,6 +9,7 @@ pub use error::InputError;
 pub use workload::Workload;
 pub mod clusters;
 pub mod engine;
+pub mod html;
 pub mod load;
 pub mod profiles;
 pub mod progress;

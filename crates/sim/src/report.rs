@@ -1,6 +1,8 @@
-//! Reports of simulation runs: the comparison table, `summary.json`, `jobs.csv` and SVG plots.
+//! Reports of simulation runs: the comparison table, `summary.json`, `jobs.csv`, SVG plots
+//! and `report.html` (built in [`crate::html`]).
 
 use crate::engine::SimResult;
+use crate::html::{ReportMeta, command_line, report_html};
 use adaptsched_core::metrics::{mean, percentile};
 use plotters::prelude::*;
 use serde_json::{Map, Value, json};
@@ -94,7 +96,7 @@ pub fn jobs_csv(results: &[SimResult]) -> String {
 }
 
 /// Distinct values in first-seen order.
-fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+pub(crate) fn distinct<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut seen: Vec<&str> = Vec::new();
     for v in values {
         if !seen.contains(&v) {
@@ -179,15 +181,14 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-/// A line chart of several named series into an SVG file; `log_x` for long-tailed x values.
+/// A line chart of several named series as an SVG document; `log_x` for long-tailed x values.
 fn line_chart(
-    path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
     log_x: bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<String> {
     let points = series.iter().flat_map(|(_, s)| s.iter());
     let x_max = points.clone().map(|p| p.0).fold(1e-9, f64::max);
     let x_min = points
@@ -196,27 +197,112 @@ fn line_chart(
         .filter(|&x| x > 0.0)
         .fold(f64::INFINITY, f64::min);
     let y_max = points.map(|p| p.1).fold(1e-9, f64::max);
-    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(60);
-    if log_x && x_min.is_finite() && x_min < x_max {
-        let chart = builder
-            .build_cartesian_2d((x_min * 0.9..x_max * 1.1).log_scale(), 0.0..y_max * 1.05)
-            .map_err(plot_error)?;
-        // A log axis has no zero: points at x = 0 are left out.
-        draw_series(chart, x_label, y_label, series, false)?;
-    } else {
-        let chart = builder
-            .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_max * 1.05)
-            .map_err(plot_error)?;
-        draw_series(chart, x_label, y_label, series, true)?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+        if log_x && x_min.is_finite() && x_min < x_max {
+            let chart = builder
+                .build_cartesian_2d((x_min * 0.9..x_max * 1.1).log_scale(), 0.0..y_max * 1.05)
+                .map_err(plot_error)?;
+            // A log axis has no zero: points at x = 0 are left out.
+            draw_series(chart, x_label, y_label, series, false)?;
+        } else {
+            let chart = builder
+                .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_max * 1.05)
+                .map_err(plot_error)?;
+            draw_series(chart, x_label, y_label, series, true)?;
+        }
+        root.present().map_err(plot_error)?;
     }
-    root.present().map_err(plot_error)
+    Ok(simplify_polylines(&svg))
+}
+
+/// Simplifies the integer `points` of every `<polyline>` without changing what is drawn:
+/// consecutive points in one pixel column become first, lowest, highest and last, then
+/// repeated points and middle points of straight runs are dropped. A time line of thousands
+/// of steps shrinks to at most a few points per pixel column.
+fn simplify_polylines(svg: &str) -> String {
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg;
+    while let Some(at) = rest.find("<polyline") {
+        let (before, tag) = rest.split_at(at);
+        out.push_str(before);
+        let key = "points=\"";
+        let Some(open) = tag.find(key).map(|i| i + key.len()) else {
+            out.push_str(tag);
+            return out;
+        };
+        let Some(len) = tag[open..].find('"') else {
+            out.push_str(tag);
+            return out;
+        };
+        let text = &tag[open..open + len];
+        out.push_str(&tag[..open]);
+        match parse_points(text) {
+            Some(points) => {
+                for (x, y) in simplify_path(&points) {
+                    let _ = write!(out, "{x},{y} ");
+                }
+            }
+            None => out.push_str(text),
+        }
+        rest = &tag[open + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn parse_points(text: &str) -> Option<Vec<(i64, i64)>> {
+    text.split_whitespace()
+        .map(|pair| {
+            let (x, y) = pair.split_once(',')?;
+            Some((x.parse().ok()?, y.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The pixel path drawn the same with fewer points (see [`simplify_polylines`]).
+fn simplify_path(points: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut columns: Vec<(i64, i64)> = Vec::with_capacity(points.len());
+    let mut i = 0;
+    while i < points.len() {
+        let x = points[i].0;
+        let mut j = i;
+        while j < points.len() && points[j].0 == x {
+            j += 1;
+        }
+        let run = &points[i..j];
+        let low = run.iter().map(|p| p.1).min().unwrap_or(run[0].1);
+        let high = run.iter().map(|p| p.1).max().unwrap_or(run[0].1);
+        if run.len() <= 4 {
+            columns.extend_from_slice(run);
+        } else {
+            columns.extend([run[0], (x, low), (x, high), run[run.len() - 1]]);
+        }
+        i = j;
+    }
+    let mut kept: Vec<(i64, i64)> = Vec::with_capacity(columns.len());
+    for p in columns {
+        if kept.last() == Some(&p) {
+            continue;
+        }
+        if let [.., a, b] = kept[..] {
+            let (u, v) = ((b.0 - a.0, b.1 - a.1), (p.0 - b.0, p.1 - b.1));
+            // b lies on the segment a → p: same line, same direction.
+            if u.0 * v.1 == u.1 * v.0 && u.0 * v.0 + u.1 * v.1 >= 0 {
+                kept.pop();
+            }
+        }
+        kept.push(p);
+    }
+    kept
 }
 
 /// Mesh, lines and legend of a chart, whatever its x scale.
@@ -262,8 +348,8 @@ where
         .map_err(plot_error)
 }
 
-/// `jct_cdf.svg`: the CDF of JCT (hours) per policy, pooled over workloads.
-pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
+/// The CDF of JCT (hours) per policy, pooled over workloads, as an SVG document.
+pub fn jct_cdf_svg(results: &[SimResult]) -> std::io::Result<String> {
     let policies = distinct(results.iter().map(|r| r.policy.as_str()));
     let series: Vec<(String, Vec<(f64, f64)>)> = policies
         .iter()
@@ -285,7 +371,6 @@ pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
         })
         .collect();
     line_chart(
-        path,
         "JCT CDF",
         "job completion time (h)",
         "fraction of jobs",
@@ -294,12 +379,13 @@ pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
     )
 }
 
-/// `gpus_<workload>.svg`: GPUs allocated over time, one line per policy.
-pub fn plot_gpus_over_time(
-    path: &Path,
-    workload: &str,
-    results: &[SimResult],
-) -> std::io::Result<()> {
+/// `jct_cdf.svg`: the CDF of JCT (hours) per policy, pooled over workloads.
+pub fn plot_jct_cdf(path: &Path, results: &[SimResult]) -> std::io::Result<()> {
+    std::fs::write(path, jct_cdf_svg(results)?)
+}
+
+/// GPUs allocated over time in one workload, one line per policy, as an SVG document.
+pub fn gpus_over_time_svg(workload: &str, results: &[SimResult]) -> std::io::Result<String> {
     let series: Vec<(String, Vec<(f64, f64)>)> = results
         .iter()
         .filter(|r| r.workload == workload)
@@ -319,7 +405,6 @@ pub fn plot_gpus_over_time(
         })
         .collect();
     line_chart(
-        path,
         &format!("GPUs allocated: {workload}"),
         "time (h)",
         "GPUs",
@@ -328,10 +413,34 @@ pub fn plot_gpus_over_time(
     )
 }
 
-/// Writes `summary.json`, `jobs.csv` and the plots into `dir`.
+/// `gpus_<workload>.svg`: GPUs allocated over time, one line per policy.
+pub fn plot_gpus_over_time(
+    path: &Path,
+    workload: &str,
+    results: &[SimResult],
+) -> std::io::Result<()> {
+    std::fs::write(path, gpus_over_time_svg(workload, results)?)
+}
+
+/// Writes `summary.json`, `jobs.csv`, the plots and `report.html` into `dir`; the page's
+/// header shows this process's command line.
 pub fn write_reports(dir: &Path, results: &[SimResult], with_timings: bool) -> std::io::Result<()> {
+    let meta = ReportMeta {
+        command: Some(command_line(std::env::args())),
+        with_timings,
+        ..ReportMeta::default()
+    };
+    write_reports_with(dir, results, &meta)
+}
+
+/// [`write_reports`] with the page's header given (cluster, seed, command line).
+pub fn write_reports_with(
+    dir: &Path,
+    results: &[SimResult],
+    meta: &ReportMeta,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let summary = serde_json::to_string_pretty(&summary_json(results, with_timings))
+    let summary = serde_json::to_string_pretty(&summary_json(results, meta.with_timings))
         .map_err(std::io::Error::other)?;
     std::fs::write(dir.join("summary.json"), summary + "\n")?;
     std::fs::write(dir.join("jobs.csv"), jobs_csv(results))?;
@@ -342,5 +451,32 @@ pub fn write_reports(dir: &Path, results: &[SimResult], with_timings: bool) -> s
     for workload in workloads {
         plot_gpus_over_time(&dir.join(format!("gpus_{workload}.svg")), workload, results)?;
     }
-    Ok(())
+    std::fs::write(dir.join("report.html"), report_html(results, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_polylines_lose_only_points_that_draw_nothing() {
+        let column = [(2, 0), (2, 5), (2, 1), (2, 4), (2, 3)];
+        let mut path = vec![(0, 0), (1, 0), (1, 0)];
+        path.extend(column);
+        path.push((3, 3));
+        // (1,0) lies on (0,0)→(2,0); the column keeps first, highest and last; the spike
+        // up to 5 and back stays.
+        assert_eq!(
+            simplify_path(&path),
+            vec![(0, 0), (2, 0), (2, 5), (2, 3), (3, 3)]
+        );
+        let svg = "<svg>\n<polyline fill=\"none\" points=\"0,0 1,1 2,2 2,7 \"/>\n<text>a</text>";
+        assert_eq!(
+            simplify_polylines(svg),
+            "<svg>\n<polyline fill=\"none\" points=\"0,0 2,2 2,7 \"/>\n<text>a</text>"
+        );
+        // Anything unparsable is left as it is.
+        let odd = "<polyline points=\"1.5,2 3,4\"/>";
+        assert_eq!(simplify_polylines(odd), odd);
+    }
 }
