@@ -28,6 +28,8 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Time policy decisions on seeded synthetic heterogeneous clusters and job mixes.
     Decide(DecideArgs),
+    /// Judge a policy against pollux and sia on their own workloads (the issue-4 table).
+    Compare(crate::compare::CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +81,7 @@ struct Row {
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchCommand::Decide(args) => decide(args),
+        BenchCommand::Compare(args) => crate::compare::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `adaptsched` command line: a thin layer over the library crates.
 
 mod bench;
+mod compare;
 mod simulate;
 
 use clap::{Parser, Subcommand};
