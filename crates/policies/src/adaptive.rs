@@ -37,6 +37,12 @@ pub struct AdaptiveConfig {
     /// A restart must pay for itself within this many times its own cost (0: no such
     /// discount): damps reshuffles whose gain would not outlast the restart.
     pub restart_horizon: f64,
+    /// Amortize a restart over the job's expected remaining time (history or LAS) when that
+    /// is shorter than `restart_horizon` restarts: short jobs do not grow for little gain.
+    pub restart_by_remaining: bool,
+    /// Starvation guard: a waiting job's weight grows by 1 every this many seconds it waits
+    /// (0: off), so no job waits forever behind jobs with more goodput to gain.
+    pub starvation_scale_s: f64,
 }
 
 impl Default for AdaptiveConfig {
@@ -52,6 +58,8 @@ impl Default for AdaptiveConfig {
             history: true,
             history_min: 3,
             restart_horizon: 10.0,
+            restart_by_remaining: false,
+            starvation_scale_s: 600.0,
         }
     }
 }
@@ -80,6 +88,8 @@ impl AdaptiveConfig {
                 "history" => self.history = number()? != 0.0,
                 "history_min" => self.history_min = number()? as usize,
                 "restart_horizon" => self.restart_horizon = number()?,
+                "restart_by_remaining" => self.restart_by_remaining = number()? != 0.0,
+                "starvation_scale_s" => self.starvation_scale_s = number()?,
                 other => return Err(format!("unknown adaptive setting {other:?}")),
             }
         }
@@ -98,6 +108,8 @@ pub struct Adaptive {
     /// Goodput of each job's configurations, reused while its model and limit are unchanged
     /// (models change only when a job's reports are refitted).
     goodputs: BTreeMap<JobId, CachedGoodputs>,
+    /// Since when each job without GPUs has been waiting (for the starvation guard).
+    waiting_since: BTreeMap<JobId, f64>,
 }
 
 /// A job's (type, GPUs, goodput) triples and what they were computed from.
@@ -147,12 +159,39 @@ impl Adaptive {
         }
     }
 
-    /// The priority weight of a job: higher for less expected remaining service.
-    fn weight(&self, job: &JobView) -> f64 {
-        if self.config.las_power == 0.0 {
-            return 1.0;
+    /// The priority weight of a job: higher for less expected remaining service (when LAS is
+    /// on), and growing with the time it has waited without GPUs (starvation guard).
+    fn weight(&self, job: &JobView, now: f64) -> f64 {
+        let las = if self.config.las_power == 0.0 {
+            1.0
+        } else {
+            (1.0 + self.expected_remaining(job) / self.config.las_scale_s)
+                .powf(-self.config.las_power)
+        };
+        let waited = self
+            .waiting_since
+            .get(&job.id)
+            .map_or(0.0, |since| (now - since).max(0.0));
+        let boost = if self.config.starvation_scale_s > 0.0 {
+            1.0 + waited / self.config.starvation_scale_s
+        } else {
+            1.0
+        };
+        las * boost
+    }
+
+    /// Tracks since when each job has been without GPUs.
+    fn note_waiting(&mut self, snapshot: &Snapshot<'_>) {
+        let mut next = BTreeMap::new();
+        for job in snapshot.jobs.iter().filter(|j| !j.is_running()) {
+            let since = self
+                .waiting_since
+                .get(&job.id)
+                .copied()
+                .unwrap_or(snapshot.now);
+            next.insert(job.id, since);
         }
-        (1.0 + self.expected_remaining(job) / self.config.las_scale_s).powf(-self.config.las_power)
+        self.waiting_since = next;
     }
 
     /// A job's options: each allowed (type, count) within its growth limit, costed by its
@@ -205,7 +244,14 @@ impl Adaptive {
         let restart_factor = if !self.config.restart_aware || age < delay {
             1.0
         } else {
-            let horizon = self.config.restart_horizon * delay;
+            let horizon = if self.config.restart_by_remaining {
+                // Seconds the job still needs at its current size: a restart that costs a
+                // large part of them is not worth a small speedup.
+                let remaining = self.expected_remaining(job) / f64::from(current_gpus.max(1));
+                remaining.min(self.config.restart_horizon * delay)
+            } else {
+                self.config.restart_horizon * delay
+            };
             let amortized = if horizon > 0.0 {
                 (1.0 - delay / horizon).max(0.0)
             } else {
@@ -213,7 +259,7 @@ impl Adaptive {
             };
             amortized * (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
         };
-        let weight = self.weight(job);
+        let weight = self.weight(job, snapshot.now);
         let choices = raw
             .iter()
             .map(|&(t, gpus, goodput)| {
@@ -310,6 +356,7 @@ impl Policy for Adaptive {
 
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         self.learn(snapshot);
+        self.note_waiting(snapshot);
         let active: std::collections::BTreeSet<JobId> =
             snapshot.jobs.iter().map(|j| j.id).collect();
         self.goodputs.retain(|id, _| active.contains(id));
