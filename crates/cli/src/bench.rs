@@ -31,6 +31,8 @@ enum BenchCommand {
     /// Time the live control plane: submit throughput, submit/list latency with many jobs
     /// stored, submit to process start.
     Serve(crate::bench_serve::ServeBenchArgs),
+    /// Judge a policy against pollux and sia on their own workloads (the issue-4 table).
+    Compare(crate::compare::CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +85,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchCommand::Decide(args) => decide(args),
         BenchCommand::Serve(args) => crate::bench_serve::run(args),
+        BenchCommand::Compare(args) => crate::compare::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_serve;
 mod client;
+mod compare;
 mod simulate;
 
 use clap::{Parser, Subcommand};

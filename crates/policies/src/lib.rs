@@ -1,5 +1,6 @@
 //! adaptsched-policies: one module per scheduling policy, and the registry that builds them by name.
 
+pub mod adaptive;
 pub mod fifo;
 pub mod gavel;
 pub mod placement;

@@ -11,6 +11,7 @@ use adaptsched_core::Policy;
 
 /// Every registered policy name, in the order `--help` lists them.
 pub const POLICY_NAMES: &[&str] = &[
+    "adaptive",
     "fifo",
     "srtf",
     "tiresias",
@@ -24,7 +25,7 @@ pub const POLICY_NAMES: &[&str] = &[
 ];
 
 /// The policy `adaptsched serve` and `simulate` use when none is named.
-pub const DEFAULT_POLICY: &str = "pollux";
+pub const DEFAULT_POLICY: &str = "adaptive";
 
 /// A policy name that is not in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,7 +36,16 @@ pub struct UnknownPolicy {
 
 /// Builds a fresh policy by registry name.
 pub fn build_policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
+    if let Some(overrides) = name.strip_prefix("adaptive:") {
+        let config = crate::adaptive::AdaptiveConfig::default()
+            .with_overrides(overrides)
+            .map_err(|_| UnknownPolicy {
+                name: name.to_string(),
+            })?;
+        return Ok(Box::new(crate::adaptive::Adaptive::new(config)));
+    }
     Ok(match name {
+        "adaptive" => Box::new(crate::adaptive::Adaptive::default()),
         "fifo" => Box::new(Fifo),
         "srtf" => Box::new(Srtf),
         "tiresias" => Box::new(Tiresias::new("tiresias", TiresiasConfig::default())),

@@ -278,6 +278,33 @@ pub fn solve(problem: &SiaProblem) -> Vec<Option<usize>> {
 /// Like `solve`, also trying `warm` (e.g. the current allocation) as a starting point, so a
 /// re-decision on unchanged state keeps a plan at least as good as the current one.
 pub fn solve_from(problem: &SiaProblem, warm: Option<Vec<Option<usize>>>) -> Vec<Option<usize>> {
+    solve_with(problem, warm, SolverEffort::default())
+}
+
+/// How hard `solve_with` searches: Lagrangian steps, and how many steps without a better
+/// assignment end the search early.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SolverEffort {
+    pub iterations: usize,
+    pub patience: usize,
+}
+
+impl Default for SolverEffort {
+    /// Sia's reproduction: a fixed 40 steps.
+    fn default() -> Self {
+        SolverEffort {
+            iterations: 40,
+            patience: usize::MAX,
+        }
+    }
+}
+
+/// `solve_from` with a chosen effort.
+pub fn solve_with(
+    problem: &SiaProblem,
+    warm: Option<Vec<Option<usize>>>,
+    effort: SolverEffort,
+) -> Vec<Option<usize>> {
     let types = problem.capacity.len();
     let mut price = vec![0.0; types];
     let mut best: Option<(f64, Vec<Option<usize>>)> = None;
@@ -286,7 +313,8 @@ pub fn solve_from(problem: &SiaProblem, warm: Option<Vec<Option<usize>>>) -> Vec
         best = Some((problem.cost(&start), start));
     }
     let mut step = 0.05;
-    for _ in 0..40 {
+    let mut stale = 0;
+    for _ in 0..effort.iterations {
         let mut assignment = priced_choice(problem, &price);
         let used = problem.usage(&assignment);
         repair(problem, &mut assignment);
@@ -294,6 +322,12 @@ pub fn solve_from(problem: &SiaProblem, warm: Option<Vec<Option<usize>>>) -> Vec
         let cost = problem.cost(&assignment);
         if best.as_ref().is_none_or(|(b, _)| cost < *b - 1e-12) {
             best = Some((cost, assignment));
+            stale = 0;
+        } else {
+            stale += 1;
+            if stale >= effort.patience {
+                break;
+            }
         }
         let mut moved = false;
         for t in 0..types {
@@ -329,7 +363,7 @@ impl Sia {
 
 /// Sia's configurations on a type with `node_size`-GPU nodes and `nodes` nodes: powers of two
 /// within a node, then whole nodes.
-fn type_configs(node_size: u32, nodes: u32) -> Vec<u32> {
+pub(crate) fn type_configs(node_size: u32, nodes: u32) -> Vec<u32> {
     let mut counts: Vec<u32> = (0..)
         .map(|k| 1u32 << k)
         .take_while(|&g| g <= node_size)
@@ -338,13 +372,13 @@ fn type_configs(node_size: u32, nodes: u32) -> Vec<u32> {
     counts
 }
 
-struct TypeInfo {
-    gpu_type: GpuType,
-    node_size: u32,
-    capacity: u32,
+pub(crate) struct TypeInfo {
+    pub(crate) gpu_type: GpuType,
+    pub(crate) node_size: u32,
+    pub(crate) capacity: u32,
 }
 
-fn type_infos(cluster: &Cluster) -> Vec<TypeInfo> {
+pub(crate) fn type_infos(cluster: &Cluster) -> Vec<TypeInfo> {
     let mut infos: Vec<TypeInfo> = Vec::new();
     for node in &cluster.nodes {
         match infos.iter_mut().find(|t| t.gpu_type == node.gpu_type) {
@@ -448,7 +482,7 @@ impl Sia {
 
 /// Places each job's chosen (type, count): unchanged jobs stay; distributed jobs take whole
 /// free nodes; single-node jobs the fullest node that fits; otherwise any free GPUs of the type.
-fn place(
+pub(crate) fn place(
     snapshot: &Snapshot<'_>,
     types: &[TypeInfo],
     chosen: &[(usize, usize, u32)],
@@ -472,12 +506,17 @@ fn place(
         }
     }
     pending.sort_by_key(|&(j, _, gpus)| (std::cmp::Reverse(gpus), j));
+    let nodes_of: Vec<Vec<usize>> = types
+        .iter()
+        .map(|info| {
+            (0..cluster.nodes.len())
+                .filter(|&i| cluster.nodes[i].gpu_type == info.gpu_type)
+                .collect()
+        })
+        .collect();
     for (j, t, gpus) in pending {
         let job = &snapshot.jobs[j];
-        let nodes: Vec<usize> = (0..cluster.nodes.len())
-            .filter(|&i| cluster.nodes[i].gpu_type == types[t].gpu_type)
-            .collect();
-        match place_on(cluster, &free, job, &nodes, gpus) {
+        match place_on(cluster, &free, job, &nodes_of[t], gpus) {
             Some(allocation) => {
                 free.take(job, &allocation);
                 plan.allocate(job.id, allocation);
@@ -491,7 +530,7 @@ fn place(
     (plan, free)
 }
 
-fn place_on(
+pub(crate) fn place_on(
     cluster: &Cluster,
     free: &FreeResources,
     job: &JobView,

@@ -1,0 +1,594 @@
+//! `adaptive`: our policy. Goodput-optimal elastic allocation with batch-size adaptation
+//! (Pollux), a (GPU type, GPU count) choice per job solved as one multiple-choice knapsack over
+//! all types (Sia), least-attained-service weighting so that short jobs are not stuck behind
+//! long ones (Tiresias), and restart-cost awareness. It reads only what a live scheduler knows:
+//! fitted models, attained service, restarts and their measured cost.
+
+use crate::placement::FreeResources;
+use crate::sia::{
+    Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, place, place_on, solve_with,
+    type_configs, type_infos,
+};
+use adaptsched_core::{JobId, JobView, Plan, Policy, Snapshot};
+use rand::RngCore;
+use std::collections::BTreeMap;
+
+/// Knobs of `adaptive`; each component can be switched off for the ablation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Fairness exponent of the per-job cost (goodput speedup)^p; more negative = fairer.
+    pub p: f64,
+    /// Least-attained-service weighting: a job's cost is scaled by
+    /// (1 + attained GPU-seconds / `las_scale_s`)^(−`las_power`); 0 switches it off.
+    pub las_power: f64,
+    pub las_scale_s: f64,
+    /// Cost of leaving a job without GPUs (compare: one GPU of its slowest type costs 1).
+    pub unallocated_cost: f64,
+    /// Discount a changed configuration by the job's measured restart cost.
+    pub restart_aware: bool,
+    /// Exploration: a job may grow to at most `growth` × the most GPUs it has run on...
+    pub growth: u32,
+    /// ...but always to this many (a job's model cannot know its scaling before it scales).
+    pub min_grant: u32,
+    /// Predict remaining service from finished jobs of the same application.
+    pub history: bool,
+    /// Finished jobs needed before the history is trusted.
+    pub history_min: usize,
+    /// A restart must pay for itself within this many times its own cost (0: no such
+    /// discount): damps reshuffles whose gain would not outlast the restart.
+    pub restart_horizon: f64,
+    /// Amortize a restart over the job's expected remaining time (history or LAS) when that
+    /// is shorter than `restart_horizon` restarts: short jobs do not grow for little gain.
+    pub restart_by_remaining: bool,
+    /// Starvation guard: a waiting job's weight grows by 1 every this many seconds it waits
+    /// (0: off), so no job waits forever behind jobs with more goodput to gain.
+    pub starvation_scale_s: f64,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        AdaptiveConfig {
+            p: 0.5,
+            las_power: 0.0,
+            las_scale_s: 3600.0,
+            unallocated_cost: 1e3,
+            restart_aware: true,
+            growth: 2,
+            min_grant: 4,
+            history: true,
+            history_min: 3,
+            restart_horizon: 10.0,
+            restart_by_remaining: false,
+            starvation_scale_s: 600.0,
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    /// Applies `key=value` overrides, separated by `/` (`adaptive:p=-0.5/las_power=0`).
+    pub fn with_overrides(mut self, overrides: &str) -> Result<Self, String> {
+        for pair in overrides.split('/').filter(|s| !s.trim().is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+            let number = || {
+                value
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{key}={value:?} is not a number"))
+            };
+            match key.trim() {
+                "p" => self.p = number()?,
+                "las_power" => self.las_power = number()?,
+                "las_scale_s" => self.las_scale_s = number()?,
+                "unallocated_cost" => self.unallocated_cost = number()?,
+                "restart_aware" => self.restart_aware = number()? != 0.0,
+                "growth" => self.growth = number()? as u32,
+                "min_grant" => self.min_grant = number()? as u32,
+                "history" => self.history = number()? != 0.0,
+                "history_min" => self.history_min = number()? as usize,
+                "restart_horizon" => self.restart_horizon = number()?,
+                "restart_by_remaining" => self.restart_by_remaining = number()? != 0.0,
+                "starvation_scale_s" => self.starvation_scale_s = number()?,
+                other => return Err(format!("unknown adaptive setting {other:?}")),
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// The adaptive policy.
+#[derive(Debug, Default)]
+pub struct Adaptive {
+    config: AdaptiveConfig,
+    /// Service (GPU-seconds) that finished jobs needed, per application, learned online.
+    history: BTreeMap<String, Vec<f64>>,
+    /// Jobs of the last round: their application and attained service, to notice completions.
+    last_round: BTreeMap<JobId, (String, f64)>,
+    /// Goodput of each job's configurations, reused while its model and limit are unchanged
+    /// (models change only when a job's reports are refitted).
+    goodputs: BTreeMap<JobId, CachedGoodputs>,
+    /// Since when each job without GPUs has been waiting (for the starvation guard).
+    waiting_since: BTreeMap<JobId, f64>,
+}
+
+/// A job's (type, GPUs, goodput) triples and what they were computed from.
+#[derive(Debug)]
+struct CachedGoodputs {
+    model: Option<adaptsched_core::perf::JobModel>,
+    limit: u32,
+    raw: Vec<(usize, u32, f64)>,
+}
+
+impl Adaptive {
+    pub fn new(config: AdaptiveConfig) -> Self {
+        Adaptive {
+            config,
+            ..Adaptive::default()
+        }
+    }
+
+    /// Jobs gone since the last round finished: remember the service they needed.
+    fn learn(&mut self, snapshot: &Snapshot<'_>) {
+        let active: BTreeMap<JobId, (String, f64)> = snapshot
+            .jobs
+            .iter()
+            .map(|j| (j.id, (j.application.clone(), j.attained_gpu_seconds)))
+            .collect();
+        for (id, (application, service)) in std::mem::take(&mut self.last_round) {
+            if !active.contains_key(&id) && service > 0.0 {
+                self.history.entry(application).or_default().push(service);
+            }
+        }
+        self.last_round = active;
+    }
+
+    /// Expected remaining service of a job: from finished jobs of its application that ran
+    /// longer than it has so far; with no such history, as much again as it attained (LAS).
+    fn expected_remaining(&self, job: &JobView) -> f64 {
+        let attained = job.attained_gpu_seconds;
+        let longer: Vec<f64> = self
+            .history
+            .get(&job.application)
+            .map(|s| s.iter().copied().filter(|&x| x > attained).collect())
+            .unwrap_or_default();
+        if self.config.history && longer.len() >= self.config.history_min {
+            longer.iter().map(|x| x - attained).sum::<f64>() / longer.len() as f64
+        } else {
+            attained
+        }
+    }
+
+    /// The priority weight of a job: higher for less expected remaining service (when LAS is
+    /// on), and growing with the time it has waited without GPUs (starvation guard).
+    fn weight(&self, job: &JobView, now: f64) -> f64 {
+        let las = if self.config.las_power == 0.0 {
+            1.0
+        } else {
+            (1.0 + self.expected_remaining(job) / self.config.las_scale_s)
+                .powf(-self.config.las_power)
+        };
+        let waited = self
+            .waiting_since
+            .get(&job.id)
+            .map_or(0.0, |since| (now - since).max(0.0));
+        let boost = if self.config.starvation_scale_s > 0.0 {
+            1.0 + waited / self.config.starvation_scale_s
+        } else {
+            1.0
+        };
+        las * boost
+    }
+
+    /// Tracks since when each job has been without GPUs.
+    fn note_waiting(&mut self, snapshot: &Snapshot<'_>) {
+        let mut next = BTreeMap::new();
+        for job in snapshot.jobs.iter().filter(|j| !j.is_running()) {
+            let since = self
+                .waiting_since
+                .get(&job.id)
+                .copied()
+                .unwrap_or(snapshot.now);
+            next.insert(job.id, since);
+        }
+        self.waiting_since = next;
+    }
+
+    /// A job's options: each allowed (type, count) within its growth limit, costed by its
+    /// weighted goodput speedup over one GPU of its slowest type, discounted by restarts.
+    fn options(
+        &mut self,
+        snapshot: &Snapshot<'_>,
+        job: &JobView,
+        types: &[TypeInfo],
+        empty: &FreeResources,
+    ) -> JobOptions {
+        let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
+        let limit = job
+            .max_gpus
+            .min(
+                (self.config.growth * seen)
+                    .max(self.config.min_grant)
+                    .max(1),
+            )
+            .max(job.min_gpus);
+        let current_type = job
+            .allocation
+            .parts
+            .first()
+            .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type);
+        let current_gpus = job.allocation.total_gpus();
+        let fresh = self
+            .goodputs
+            .get(&job.id)
+            .is_some_and(|c| c.limit == limit && c.model == job.model);
+        if !fresh {
+            let raw = configurations(snapshot, job, types, empty, limit);
+            self.goodputs.insert(
+                job.id,
+                CachedGoodputs {
+                    model: job.model.clone(),
+                    limit,
+                    raw,
+                },
+            );
+        }
+        let raw = &self.goodputs[&job.id].raw;
+        let reference = raw
+            .iter()
+            .map(|r| r.2)
+            .filter(|&g| g > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let age = (snapshot.now - job.submit_time).max(0.0);
+        let delay = job.restart_seconds;
+        let restart_factor = if !self.config.restart_aware || age < delay {
+            1.0
+        } else {
+            let horizon = if self.config.restart_by_remaining {
+                // Seconds the job still needs at its current size: a restart that costs a
+                // large part of them is not worth a small speedup.
+                let remaining = self.expected_remaining(job) / f64::from(current_gpus.max(1));
+                remaining.min(self.config.restart_horizon * delay)
+            } else {
+                self.config.restart_horizon * delay
+            };
+            let amortized = if horizon > 0.0 {
+                (1.0 - delay / horizon).max(0.0)
+            } else {
+                1.0
+            };
+            amortized * (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
+        };
+        let weight = self.weight(job, snapshot.now);
+        let choices = raw
+            .iter()
+            .map(|&(t, gpus, goodput)| {
+                let speedup = if reference.is_finite() {
+                    goodput / reference
+                } else {
+                    1.0
+                };
+                let same = current_type == Some(&types[t].gpu_type) && current_gpus == gpus;
+                let value = if same || current_gpus == 0 {
+                    speedup
+                } else {
+                    speedup * restart_factor
+                };
+                // p < 0: minimize Σ w·v^p (fairness); p > 0: maximize Σ w·v^p (efficiency).
+                let cost = if value > 0.0 {
+                    let sign = if self.config.p > 0.0 { -1.0 } else { 1.0 };
+                    sign * weight * value.powf(self.config.p)
+                } else {
+                    self.config.unallocated_cost
+                };
+                Choice {
+                    gpu_type: t,
+                    gpus,
+                    cost: cost.min(self.config.unallocated_cost),
+                }
+            })
+            .collect();
+        JobOptions { choices }
+    }
+}
+
+/// Every allowed (type index, GPU count, goodput) of a job up to `limit` GPUs: powers of two
+/// within a node, then whole nodes (Sia's configurations).
+fn configurations(
+    snapshot: &Snapshot<'_>,
+    job: &JobView,
+    types: &[TypeInfo],
+    empty: &FreeResources,
+    limit: u32,
+) -> Vec<(usize, u32, f64)> {
+    let mut raw = Vec::new();
+    for (t, info) in types.iter().enumerate() {
+        if !job.allows(&info.gpu_type) {
+            continue;
+        }
+        // Without CPU or memory needs every GPU of the type is usable (the common case;
+        // skips a pass over all nodes per job).
+        let usable: u32 = if job.cpus_per_gpu <= 0.0 && job.memory_gb_per_gpu <= 0.0 {
+            info.capacity
+        } else {
+            (0..snapshot.cluster.nodes.len())
+                .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
+                .map(|i| empty.usable_gpus(job, i))
+                .sum()
+        };
+        let nodes = info.capacity / info.node_size.max(1);
+        let counts = if job.min_gpus == job.max_gpus {
+            vec![job.min_gpus]
+        } else {
+            type_configs(info.node_size, nodes.max(1))
+        };
+        for gpus in counts
+            .into_iter()
+            .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
+        {
+            let nodes = gpus.div_ceil(info.node_size);
+            let goodput = match job.model.as_ref() {
+                // A model without per-type entries (one GPU kind) speaks for every type.
+                Some(model) => model
+                    .best_on(&info.gpu_type, nodes, gpus)
+                    .or_else(|| model.types.is_empty().then(|| model.best(nodes, gpus))?)
+                    .map_or(0.0, |c| c.goodput),
+                None => f64::from(gpus),
+            };
+            raw.push((t, gpus, goodput));
+        }
+    }
+    raw
+}
+
+impl Policy for Adaptive {
+    fn name(&self) -> &'static str {
+        "adaptive"
+    }
+
+    fn adapts_batch_size(&self) -> bool {
+        true
+    }
+
+    fn profiles_each_gpu_type(&self) -> bool {
+        true
+    }
+
+    fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
+        self.learn(snapshot);
+        self.note_waiting(snapshot);
+        let active: std::collections::BTreeSet<JobId> =
+            snapshot.jobs.iter().map(|j| j.id).collect();
+        self.goodputs.retain(|id, _| active.contains(id));
+        let types = type_infos(snapshot.cluster);
+        let empty = FreeResources::of(snapshot.cluster);
+        let problem = SiaProblem {
+            jobs: snapshot
+                .jobs
+                .iter()
+                .map(|job| self.options(snapshot, job, &types, &empty))
+                .collect(),
+            capacity: types.iter().map(|t| t.capacity).collect(),
+            lambda_unallocated: self.config.unallocated_cost,
+        };
+        let warm: Vec<Option<usize>> = snapshot
+            .jobs
+            .iter()
+            .zip(&problem.jobs)
+            .map(|(job, options)| {
+                let gpus = job.allocation.total_gpus();
+                let gpu_type = job
+                    .allocation
+                    .parts
+                    .first()
+                    .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type)?;
+                options
+                    .choices
+                    .iter()
+                    .position(|c| c.gpus == gpus && &types[c.gpu_type].gpu_type == gpu_type)
+            })
+            .collect();
+        let effort = SolverEffort {
+            iterations: 40,
+            patience: 4,
+        };
+        let assignment = solve_with(&problem, Some(warm), effort);
+        let chosen: Vec<(usize, usize, u32)> = assignment
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| {
+                a.map(|c| {
+                    let choice = problem.jobs[j].choices[c];
+                    (j, choice.gpu_type, choice.gpus)
+                })
+            })
+            .collect();
+        let (mut plan, mut free) = place(snapshot, &types, &chosen);
+        let nodes_of: Vec<Vec<usize>> = types
+            .iter()
+            .map(|info| {
+                (0..snapshot.cluster.nodes.len())
+                    .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
+                    .collect()
+            })
+            .collect();
+        for (j, job) in snapshot.jobs.iter().enumerate() {
+            if plan.allocations.contains_key(&job.id) {
+                continue;
+            }
+            let mut options: Vec<&Choice> = problem.jobs[j].choices.iter().collect();
+            options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
+            let placed = options.into_iter().find_map(|c| {
+                place_on(snapshot.cluster, &free, job, &nodes_of[c.gpu_type], c.gpus)
+            });
+            match placed {
+                Some(allocation) => {
+                    free.take(job, &allocation);
+                    plan.waiting.remove(&job.id);
+                    plan.allocate(job.id, allocation);
+                }
+                None => plan.wait(job.id, "every GPU it could use is taken"),
+            }
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adaptsched_core::perf::{BatchLimits, GradStats, JobModel, PerfParams};
+    use adaptsched_core::{Allocation, Cluster, GpuType, JobCategory, Node, validate_plan};
+    use rand::{Rng, SeedableRng};
+
+    fn cluster(nodes: u32) -> Cluster {
+        Cluster {
+            name: "c".into(),
+            nodes: (0..nodes)
+                .map(|i| Node {
+                    name: format!("n{i}"),
+                    gpu_type: GpuType::new(if i % 2 == 0 { "t4" } else { "a100" }),
+                    gpus: 4,
+                    cpu_cores: 0,
+                    memory_gb: 0.0,
+                    network_gbps: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    /// A job whose fitted model scales with `alpha_n` (sync cost): small = scales well.
+    fn job(id: u32, sync_cost: f64, seen: u32) -> JobView {
+        let perf = PerfParams {
+            alpha_c: 0.05,
+            beta_c: 0.0005,
+            alpha_n: sync_cost,
+            beta_n: sync_cost / 10.0,
+            alpha_r: sync_cost / 2.0,
+            beta_r: sync_cost / 20.0,
+            gamma: 1.5,
+        };
+        JobView {
+            id: JobId(id),
+            name: format!("j{id}"),
+            application: "app".into(),
+            category: JobCategory::Adaptive,
+            submit_time: 0.0,
+            requested_gpus: 1,
+            requested_batch_size: None,
+            min_gpus: 1,
+            max_gpus: 16,
+            allowed_gpu_types: Vec::new(),
+            cpus_per_gpu: 0.0,
+            memory_gb_per_gpu: 0.0,
+            attained_gpu_seconds: 0.0,
+            allocation: Allocation::default(),
+            restarts: 0,
+            oracle_remaining_seconds: None,
+            model: Some(JobModel {
+                perf: Some(perf),
+                types: Vec::new(),
+                grad: Some(GradStats {
+                    sqr: 1.0,
+                    var: 200.0,
+                }),
+                limits: BatchLimits {
+                    init_batch: 64,
+                    max_batch: 4096,
+                    min_local: 16,
+                    max_local: 256,
+                },
+                fixed_batch: None,
+                max_replicas_seen: seen,
+            }),
+            restart_seconds: 30.0,
+        }
+    }
+
+    fn decide(policy: &mut Adaptive, cluster: &Cluster, jobs: &[JobView], now: f64) -> Plan {
+        let snapshot = Snapshot { now, cluster, jobs };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let plan = policy.decide(&snapshot, &mut rng);
+        validate_plan(cluster, jobs, &plan).expect("valid plan");
+        plan
+    }
+
+    #[test]
+    fn overrides_set_knobs_and_name_what_is_wrong() {
+        let config = AdaptiveConfig::default()
+            .with_overrides("p=-1/las_power=0.5/min_grant=2")
+            .expect("valid");
+        assert_eq!(
+            (config.p, config.las_power, config.min_grant),
+            (-1.0, 0.5, 2)
+        );
+        let unknown = AdaptiveConfig::default().with_overrides("q=1").unwrap_err();
+        assert!(unknown.contains("\"q\""), "{unknown}");
+        let bad = AdaptiveConfig::default().with_overrides("p=x").unwrap_err();
+        assert!(bad.contains("p=\"x\""), "{bad}");
+    }
+
+    #[test]
+    fn every_job_gets_a_gpu_before_any_job_gets_a_second() {
+        let cluster = cluster(2);
+        let jobs: Vec<JobView> = (0..8).map(|i| job(i, 0.01, 8)).collect();
+        let plan = decide(&mut Adaptive::default(), &cluster, &jobs, 0.0);
+        assert_eq!(plan.allocations.len(), 8, "{plan:?}");
+        assert!(plan.allocations.values().all(|a| a.total_gpus() == 1));
+    }
+
+    #[test]
+    fn gpus_go_where_they_buy_the_most_goodput() {
+        let cluster = cluster(4);
+        let jobs = vec![job(0, 0.001, 16), job(1, 2.0, 16)];
+        let plan = decide(&mut Adaptive::default(), &cluster, &jobs, 0.0);
+        let gpus = |id: u32| {
+            plan.allocations
+                .get(&JobId(id))
+                .map_or(0, |a| a.total_gpus())
+        };
+        assert!(
+            gpus(0) > gpus(1),
+            "scalable {} vs sync-bound {}",
+            gpus(0),
+            gpus(1)
+        );
+    }
+
+    #[test]
+    fn re_deciding_on_its_own_plan_changes_nothing() {
+        let cluster = cluster(4);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut jobs: Vec<JobView> = (0..6)
+            .map(|i| job(i, rng.random_range(0.001..1.0), 4))
+            .collect();
+        let mut policy = Adaptive::default();
+        let first = decide(&mut policy, &cluster, &jobs, 600.0);
+        for j in &mut jobs {
+            j.allocation = first.allocations.get(&j.id).cloned().unwrap_or_default();
+            j.attained_gpu_seconds = 600.0;
+        }
+        let second = decide(&mut policy, &cluster, &jobs, 660.0);
+        assert_eq!(first.allocations, second.allocations);
+    }
+
+    #[test]
+    fn finished_jobs_teach_the_remaining_service_of_their_application() {
+        let cluster = cluster(2);
+        let mut policy = Adaptive::new(AdaptiveConfig {
+            history_min: 1,
+            ..AdaptiveConfig::default()
+        });
+        let mut done = job(0, 0.01, 1);
+        done.attained_gpu_seconds = 1000.0;
+        decide(&mut policy, &cluster, std::slice::from_ref(&done), 0.0);
+        let mut fresh = job(1, 0.01, 1);
+        fresh.attained_gpu_seconds = 400.0;
+        // Job 0 is gone: it finished after 1000 GPU-seconds.
+        decide(&mut policy, &cluster, std::slice::from_ref(&fresh), 60.0);
+        assert_eq!(policy.expected_remaining(&fresh), 600.0);
+        let mut other = fresh.clone();
+        other.application = "unseen".into();
+        assert_eq!(policy.expected_remaining(&other), 400.0, "LAS fallback");
+    }
+}
