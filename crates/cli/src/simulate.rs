@@ -6,7 +6,8 @@ use adaptsched_sim::engine::{SimConfig, SimResult, Simulation};
 use adaptsched_sim::load::load_workloads;
 use adaptsched_sim::profiles::ProfileSet;
 use adaptsched_sim::reference::{compare, comparison_text, read_reference};
-use adaptsched_sim::report::{comparison_table, write_reports};
+use adaptsched_sim::html::{ReportMeta, command_line};
+use adaptsched_sim::report::{comparison_table, write_reports_with};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -188,7 +189,13 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         }
     }
     if let Some(out) = &args.out {
-        write_reports(out, &results, args.timings)
+        let meta = ReportMeta {
+            command: Some(command_line(std::env::args())),
+            cluster: Some(args.cluster.clone()),
+            seed: Some(args.seed),
+            with_timings: args.timings,
+        };
+        write_reports_with(out, &results, &meta)
             .with_context(|| format!("writing reports to {}", out.display()))?;
         println!("reports written to {}", out.display());
     }
