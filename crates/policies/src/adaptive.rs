@@ -1,8 +1,11 @@
-//! `adaptive`: our policy. Goodput-optimal elastic allocation with batch-size adaptation
-//! (Pollux), a (GPU type, GPU count) choice per job solved as one multiple-choice knapsack over
-//! all types (Sia), least-attained-service weighting so that short jobs are not stuck behind
-//! long ones (Tiresias), and restart-cost awareness. It reads only what a live scheduler knows:
-//! fitted models, attained service, restarts and their measured cost.
+//! `adaptive`: our policy. One multiple-choice knapsack per round over every job's (GPU type,
+//! GPU count) options (Sia's structure and solver), valued by goodput speedup from the job's
+//! online-fitted model with batch-size co-adaptation (Pollux), with a utilitarian exponent
+//! (p = 0.5), fast first grants, restart-cost discounting with hysteresis, and a starvation
+//! guard that raises a waiting job's weight with its wait. Least-attained-service and
+//! history-predicted-remaining weights (Tiresias-style) are available and measured in
+//! docs/adaptive.md, off by default. It reads only what a live scheduler knows: fitted models,
+//! attained service, restarts and their measured cost, and what finished jobs needed.
 
 use crate::placement::FreeResources;
 use crate::sia::{
