@@ -43,8 +43,9 @@ pub struct AdaptiveConfig {
     /// Amortize a restart over the job's expected remaining time (history or LAS) when that
     /// is shorter than `restart_horizon` restarts: short jobs do not grow for little gain.
     pub restart_by_remaining: bool,
-    /// Starvation guard: a waiting job's weight grows by 1 every this many seconds it waits
-    /// (0: off), so no job waits forever behind jobs with more goodput to gain.
+    /// Starvation guard: after a grace of `restart_horizon` restarts, a waiting job's weight
+    /// grows by 1 every this many seconds it waits (0: off), so no job waits forever behind
+    /// jobs with more goodput to gain.
     pub starvation_scale_s: f64,
 }
 
@@ -171,10 +172,14 @@ impl Adaptive {
             (1.0 + self.expected_remaining(job) / self.config.las_scale_s)
                 .powf(-self.config.las_power)
         };
+        // The guard starts after the wait a restart would have to pay back (the hysteresis
+        // horizon), so a waiting job does not preempt an equal running one at once and the
+        // two do not swap every round.
+        let grace = self.config.restart_horizon * job.restart_seconds;
         let waited = self
             .waiting_since
             .get(&job.id)
-            .map_or(0.0, |since| (now - since).max(0.0));
+            .map_or(0.0, |since| (now - since - grace).max(0.0));
         let boost = if self.config.starvation_scale_s > 0.0 {
             1.0 + waited / self.config.starvation_scale_s
         } else {
@@ -573,6 +578,40 @@ mod tests {
         }
         let second = decide(&mut policy, &cluster, &jobs, 660.0);
         assert_eq!(first.allocations, second.allocations);
+    }
+
+    #[test]
+    fn a_waiting_job_preempts_an_equal_running_one_only_after_the_grace() {
+        let cluster = Cluster {
+            name: "one".into(),
+            nodes: vec![Node {
+                name: "n".into(),
+                gpu_type: GpuType::new("t4"),
+                gpus: 1,
+                cpu_cores: 0,
+                memory_gb: 0.0,
+                network_gbps: 0.0,
+            }],
+        };
+        let mut running = job(0, 0.01, 1);
+        running.allocation = Allocation::new(vec![(adaptsched_core::NodeId(0), 1)]);
+        running.attained_gpu_seconds = 60.0;
+        let waiting = job(1, 0.01, 1);
+        let jobs = vec![running, waiting];
+        let mut policy = Adaptive::default();
+        // Grace = 10 restarts × 30 s; the guard then needs weight > 1/0.9 to win.
+        for now in [0.0, 60.0, 200.0, 299.0] {
+            let plan = decide(&mut policy, &cluster, &jobs, now);
+            assert!(
+                plan.allocations.contains_key(&JobId(0)),
+                "preempted at {now}"
+            );
+        }
+        let late = decide(&mut policy, &cluster, &jobs, 1000.0);
+        assert!(
+            late.allocations.contains_key(&JobId(1)),
+            "starved: {late:?}"
+        );
     }
 
     #[test]
