@@ -8,14 +8,17 @@
 pub mod admission;
 pub mod auth;
 pub mod control;
+pub mod dashboard;
 pub mod error;
 pub mod executor;
 pub mod http;
 pub mod local;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod openapi;
 pub mod procinfo;
+pub mod ray;
 pub mod reconcile;
 pub mod state;
 pub mod telemetry;
@@ -66,6 +69,13 @@ pub struct ServeArgs {
     /// Path of libnvidia-ml.so (default: the driver's, found by the dynamic loader).
     #[arg(long)]
     pub nvml_lib: Option<PathBuf>,
+    /// What runs jobs: `local` (processes on this machine) or `ray` (an existing Ray
+    /// cluster, see docs/ray.md).
+    #[arg(long, default_value = "local", value_parser = ["local", "ray"])]
+    pub executor: String,
+    /// The Ray dashboard's URL (`--executor ray`), e.g. http://127.0.0.1:8265.
+    #[arg(long, env = "ADAPTSCHED_RAY_ADDRESS")]
+    pub ray_address: Option<String>,
 }
 
 impl ServeArgs {
@@ -84,6 +94,8 @@ impl ServeArgs {
             telemetry_history: 720,
             retry_delay: 1.0,
             nvml_lib: None,
+            executor: "local".to_string(),
+            ray_address: None,
         }
     }
 }
@@ -173,7 +185,14 @@ impl ControlPlane {
             node::GpuProbe::Available { count, name, .. } => Some((*count, name.as_str())),
             node::GpuProbe::Absent { .. } => None,
         };
-        let node = node::describe_node(&host, args.cpu_slots, gpus, cores, memory_gb);
+        let (exit_tx, exit_rx) = mpsc::unbounded_channel();
+        let (executor, node): (Box<dyn executor::Executor>, _) = if args.executor == "ray" {
+            let (executor, node) = ray_executor(args, &data_dir, exit_tx).await?;
+            (Box::new(executor), node)
+        } else {
+            let node = node::describe_node(&host, args.cpu_slots, gpus, cores, memory_gb);
+            (Box::new(local::LocalExecutor::new(exit_tx)), node)
+        };
         tracing::info!(
             "node {}: {} {} device(s), {cores} cores, {memory_gb:.1} GB",
             node.node.name,
@@ -182,8 +201,6 @@ impl ControlPlane {
         );
 
         let shared = Arc::new(ControlShared::default());
-        let (exit_tx, exit_rx) = mpsc::unbounded_channel();
-        let executor = local::LocalExecutor::new(exit_tx);
         let config = ControlConfig {
             interval,
             grace,
@@ -196,7 +213,7 @@ impl ControlPlane {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let control_loop = ControlLoop::new(
             loop_store,
-            Box::new(executor),
+            executor,
             exit_rx,
             policy,
             node.clone(),
@@ -259,6 +276,42 @@ impl ControlPlane {
         }
         let _ = self.telemetry.await;
     }
+}
+
+/// Connects the Ray executor (`--executor ray`) and describes the Ray cluster's usable nodes
+/// as the pool of devices the loop schedules (docs/ray.md).
+async fn ray_executor(
+    args: &ServeArgs,
+    data_dir: &Path,
+    exits: mpsc::UnboundedSender<executor::ExitEvent>,
+) -> anyhow::Result<(ray::RayExecutor, node::NodeInfo)> {
+    let address = args
+        .ray_address
+        .clone()
+        .context("--executor ray needs --ray-address (the Ray dashboard's URL)")?;
+    let config = ray::RayConfig {
+        address,
+        data_dir: data_dir.to_path_buf(),
+        poll: Duration::from_millis(500),
+    };
+    let executor =
+        tokio::task::spawn_blocking(move || ray::RayExecutor::connect(&config, exits)).await??;
+    let totals = executor.totals();
+    anyhow::ensure!(
+        totals.devices > 0,
+        "the Ray cluster has no usable node: give nodes an `{}` or `GPU` resource (docs/ray.md)",
+        ray::SLOT_RESOURCE
+    );
+    let node = ray::describe_pool(&totals);
+    tracing::info!(
+        "ray: {} node(s), {} {} device(s), {:.0} CPUs, {:.1} GB",
+        totals.nodes,
+        totals.devices,
+        node.device_label,
+        totals.cpus,
+        totals.memory_gb
+    );
+    Ok((executor, node))
 }
 
 /// Creates the data dir (mode 0700: it holds the admin token) and its subdirectories. An
