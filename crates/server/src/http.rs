@@ -39,12 +39,18 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(show_job))
         .route("/jobs/{id}/cancel", post(cancel_job))
         .route("/jobs/{id}/logs", get(job_logs))
-        .route("/jobs/{id}/metrics", post(report_metrics))
+        .route(
+            "/jobs/{id}/metrics",
+            post(report_metrics).get(crate::dashboard::job_metrics),
+        )
+        .route("/events", get(crate::dashboard::events))
         .route("/nodes", get(nodes))
         .route("/nodes/{name}/telemetry", get(node_telemetry))
         .route("/cluster", get(cluster));
     Router::new()
         .nest(adaptsched_api::API_PREFIX, api)
+        .route("/metrics", get(crate::metrics::handler))
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -436,7 +442,7 @@ async fn report_metrics(
     Ok(Json(MetricsAccepted { accepted }))
 }
 
-fn node_view(state: &AppState) -> NodeView {
+pub(crate) fn node_view(state: &AppState) -> NodeView {
     let allocated: u32 = state
         .control
         .status()
