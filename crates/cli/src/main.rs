@@ -4,6 +4,7 @@ mod bench;
 mod bench_serve;
 mod client;
 mod compare;
+mod demo;
 mod simulate;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     Nodes(client::NodesArgs),
     /// Live view of the cluster, nodes and active jobs (--once for one frame).
     Top(client::TopArgs),
+    /// Run a live demo: a local server, a handful of real training jobs, their adaptation.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Cancel(args) => client::cancel(args),
         Command::Nodes(args) => client::nodes(args),
         Command::Top(args) => client::top(args),
+        Command::Demo(args) => demo::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

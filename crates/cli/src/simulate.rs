@@ -3,10 +3,10 @@
 use adaptsched_policies::{POLICY_NAMES, build_policy};
 use adaptsched_sim::clusters::{PRESET_NAMES, resolve_cluster};
 use adaptsched_sim::engine::{SimConfig, SimResult, Simulation};
+use adaptsched_sim::html::{ReportMeta, command_line};
 use adaptsched_sim::load::load_workloads;
 use adaptsched_sim::profiles::ProfileSet;
 use adaptsched_sim::reference::{compare, comparison_text, read_reference};
-use adaptsched_sim::html::{ReportMeta, command_line};
 use adaptsched_sim::report::{comparison_table, write_reports_with};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};

@@ -24,7 +24,7 @@ use adaptsched_store::{
 };
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -72,6 +72,8 @@ pub struct ControlStatus {
 pub struct ControlShared {
     status: Mutex<ControlStatus>,
     wake: Notify,
+    /// Seconds per round, for `/metrics`.
+    pub round_latency: crate::metrics::RoundLatency,
 }
 
 impl ControlShared {
@@ -133,11 +135,13 @@ pub fn batch_view(
     })
 }
 
-/// AdaScale gain of training at total batch `batch` instead of `initial`.
+/// AdaScale gain of training at total batch `batch` instead of `initial`, from per-sample
+/// gradient statistics as jobs report them (`grad_var` = tr Σ).
 pub fn adascale_gain(grad: Option<GradStats>, initial: u32, batch: u32) -> f64 {
     let Some(grad) = grad else {
         return 1.0;
     };
+    let grad = model::at_initial_batch(grad, initial);
     let (initial, batch) = (f64::from(initial.max(1)), f64::from(batch.max(1)));
     // efficiency = gain / scale (adaptsched_core::perf), so gain = efficiency · scale.
     efficiency(&grad, initial, batch) * batch / initial
@@ -194,6 +198,8 @@ struct ActiveJob {
     job: StoredJob,
     attained: f64,
     model: JobModel,
+    /// Measured restart cost (start to first report), once an attempt reported.
+    restart_cost: Option<f64>,
 }
 
 /// Running and queued jobs, oldest first, with their attained service and fitted models.
@@ -205,6 +211,7 @@ fn read_active(store: &dyn Store, now: f64) -> adaptsched_store::Result<Vec<Acti
         .map(|job| {
             let history = store.allocations(job.id)?;
             let mut samples = store.metrics(job.id, 0)?;
+            let restart_cost = model::restart_cost(&history, &samples);
             let skip = samples.len().saturating_sub(model::MAX_SAMPLES);
             samples.drain(..skip);
             let spec = stored_request(&job.submission).batch;
@@ -212,6 +219,7 @@ fn read_active(store: &dyn Store, now: f64) -> adaptsched_store::Result<Vec<Acti
             Ok(ActiveJob {
                 attained: attained_gpu_seconds(&history, now),
                 model: fitted,
+                restart_cost,
                 job,
             })
         })
@@ -235,7 +243,27 @@ pub struct ControlLoop {
     wake_at: Option<Instant>,
     /// Each active job's fitted model from the last round.
     models: BTreeMap<DurableJobId, JobModel>,
+    /// Active jobs of the last round, to notice arrivals and departures.
+    last_active: BTreeSet<DurableJobId>,
+    /// The latest change of the job mix ("job 3 finished"), cited as the reason of the
+    /// adaptations it leads to.
+    last_change: Option<String>,
+    /// When each running attempt started (wall clock), and its measured restart cost.
+    started_at: BTreeMap<DurableJobId, f64>,
+    restart_costs: BTreeMap<DurableJobId, f64>,
 }
+
+/// A running job is re-batched in place (a restart) only when the batch its fitted goodput
+/// model picks for its allocation is predicted to be at least this much better.
+pub const REBATCH_MIN_GAIN: f64 = 1.5;
+/// ... and only once its current attempt has run for this many times its restart cost (so
+/// a restart is not spent on a model fitted from a handful of steps).
+pub const REBATCH_MIN_AGE_RESTARTS: f64 = 10.0;
+/// A running attempt is not preempted or shrunk before it has run this many times its
+/// restart cost (at most [`MIN_RUN_MAX_S`]): hysteresis against plans that flip a slot
+/// between two near-equal jobs every round, each flip costing both a restart.
+pub const MIN_RUN_RESTARTS: f64 = 10.0;
+pub const MIN_RUN_MAX_S: f64 = 120.0;
 
 impl ControlLoop {
     pub fn new(
@@ -263,6 +291,10 @@ impl ControlLoop {
             backoff: BTreeMap::new(),
             wake_at: None,
             models: BTreeMap::new(),
+            last_active: BTreeSet::new(),
+            last_change: None,
+            started_at: BTreeMap::new(),
+            restart_costs: BTreeMap::new(),
         }
     }
 
@@ -399,6 +431,7 @@ impl ControlLoop {
 
     /// One scheduling round.
     pub async fn round(&mut self) {
+        let round_started = std::time::Instant::now();
         let now = wall_now();
         let active = self.db(move |store| read_active(store, now)).await;
         let active = match active {
@@ -415,10 +448,13 @@ impl ControlLoop {
         let mut ids = Vec::new();
         let uses_models = self.policy.uses_job_models();
         self.models.clear();
+        self.restart_costs.clear();
+        self.note_changes(&active);
         for ActiveJob {
             job,
             attained,
             model,
+            restart_cost,
         } in &active
         {
             if let Some((_, why)) = self.backoff.get(&job.id) {
@@ -429,12 +465,18 @@ impl ControlLoop {
                 .actual
                 .get(&job.id)
                 .map_or(0, |actual| actual.devices.len() as u32);
+            // Stable ids across rounds (policies keep per-job state between rounds, as in
+            // the simulator, where a job's id is its index in the whole trace).
+            let restart_seconds = restart_cost.unwrap_or(self.config.restart_seconds);
+            if let Some(cost) = restart_cost {
+                self.restart_costs.insert(job.id, *cost);
+            }
             let mut view = job_view(
-                views.len(),
+                job.id.0 as usize,
                 job,
                 node_allocation(held),
                 *attained,
-                self.config.restart_seconds,
+                restart_seconds,
             );
             if uses_models {
                 view.model = Some(model.clone());
@@ -443,6 +485,11 @@ impl ControlLoop {
             views.push(view);
             ids.push(job.id);
         }
+        let by_view: BTreeMap<JobId, DurableJobId> = views
+            .iter()
+            .map(|v| v.id)
+            .zip(ids.iter().copied())
+            .collect();
         let cluster = self.node.cluster();
         let snapshot = Snapshot {
             now,
@@ -463,7 +510,7 @@ impl ControlLoop {
         match validate_plan(&cluster, &views, &plan) {
             Ok(()) => {
                 for (job, allocation) in &plan.allocations {
-                    let Some(&id) = ids.get(job.index()) else {
+                    let Some(&id) = by_view.get(job) else {
                         continue;
                     };
                     desired.insert(
@@ -475,7 +522,7 @@ impl ControlLoop {
                     );
                 }
                 for (job, why) in &plan.waiting {
-                    if let Some(&id) = ids.get(job.index()) {
+                    if let Some(&id) = by_view.get(job) {
                         waiting.insert(id, why.clone());
                     }
                 }
@@ -508,10 +555,16 @@ impl ControlLoop {
                 }
             }
         }
+        self.protect_young_attempts(&mut desired);
+        self.rebatch_in_place(&mut desired);
         let result = reconcile::reconcile(self.node.capacity(), &desired, &self.actual);
         for action in result.actions {
             match action {
-                reconcile::Action::Stop { job, reason } => self.stop_job(job, reason).await,
+                reconcile::Action::Stop { job, reason } => {
+                    let active = ids.contains(&job);
+                    let (kind, message) = self.describe_stop(job, reason, active, &desired);
+                    self.stop_job(job, reason, kind, message).await;
+                }
                 reconcile::Action::Start {
                     job,
                     devices,
@@ -527,7 +580,9 @@ impl ControlLoop {
         for job in result.deferred {
             waiting.insert(
                 job,
-                "placed; waiting for stopping jobs to release their devices".to_string(),
+                "placed; waiting for running jobs to release their devices (stopping, or \
+                 within their minimum run time)"
+                    .to_string(),
             );
         }
         for ActiveJob { job, .. } in &active {
@@ -545,9 +600,228 @@ impl ControlLoop {
         status.rounds += 1;
         status.last_round_ms = Some(decide_ms);
         status.ready = true;
+        drop(status);
+        self.shared
+            .round_latency
+            .observe(round_started.elapsed().as_secs_f64());
     }
 
-    async fn stop_job(&mut self, job: DurableJobId, reason: StopReason) {
+    /// Notes which jobs arrived and left since the last round: the latest such change is the
+    /// reason cited by the adaptations that follow it.
+    fn note_changes(&mut self, active: &[ActiveJob]) {
+        let now: BTreeSet<DurableJobId> = active.iter().map(|a| a.job.id).collect();
+        let left: Vec<String> = self
+            .last_active
+            .difference(&now)
+            .map(|id| format!("job {id}"))
+            .collect();
+        let arrived: Vec<String> = now
+            .difference(&self.last_active)
+            .map(|id| format!("job {id}"))
+            .collect();
+        let mut parts = Vec::new();
+        if !left.is_empty() {
+            parts.push(format!("{} finished", left.join(", ")));
+        }
+        if !arrived.is_empty() {
+            parts.push(format!("{} arrived", arrived.join(", ")));
+        }
+        if !parts.is_empty() {
+            self.last_change = Some(parts.join("; "));
+        }
+        self.last_active = now;
+    }
+
+    /// Plural device word for messages: "cpu-slots", "GPUs".
+    fn devices_word(&self) -> String {
+        format!("{}s", self.node.device_word())
+    }
+
+    /// Goodput the fitted model predicts for a running job as it runs now, and on `to`
+    /// devices with the batch the model would pick there.
+    fn goodput_change(&self, job: DurableJobId, to: u32) -> Option<f64> {
+        let model = self.models.get(&job)?;
+        let running = self.running.get(&job)?;
+        let now = match running.batch {
+            Some(b) => model::goodput_at(
+                model,
+                running.devices.len() as u32,
+                b.local_batch_size,
+                b.accumulation_steps,
+            )?,
+            None => return None,
+        };
+        let next = model.best(1, to)?.goodput;
+        (now > 0.0).then(|| next / now)
+    }
+
+    /// The event kind and message of a stop: what changes, and why.
+    fn describe_stop(
+        &self,
+        job: DurableJobId,
+        reason: StopReason,
+        active: bool,
+        desired: &BTreeMap<DurableJobId, DesiredJob>,
+    ) -> (&'static str, String) {
+        let word = self.devices_word();
+        let change = self
+            .last_change
+            .clone()
+            .unwrap_or_else(|| "fitted goodput".to_string());
+        match reason {
+            StopReason::Resize { from, to } => {
+                let gain = match self.goodput_change(job, to) {
+                    Some(gain) => format!(", goodput {gain:.2}×"),
+                    None => String::new(),
+                };
+                (
+                    "resize",
+                    format!(
+                        "resize: {from} → {to} {word}: {change}{gain} ({})",
+                        reason.describe()
+                    ),
+                )
+            }
+            StopReason::NotPlanned if active => {
+                let held = self.actual.get(&job).map_or(0, |a| a.devices.len());
+                (
+                    "preempt",
+                    format!(
+                        "preempt: {held} → 0 {word}: {change} ({})",
+                        reason.describe()
+                    ),
+                )
+            }
+            StopReason::Rebatch => {
+                let running = self.running.get(&job);
+                let from = running
+                    .and_then(|r| r.batch)
+                    .map_or_else(|| "?".to_string(), |b| b.global_batch_size.to_string());
+                let replicas = running.map_or(1, |r| r.devices.len() as u32);
+                let to = desired.get(&job).and_then(|d| d.batch).map_or_else(
+                    || "?".to_string(),
+                    |b| (b.local_batch_size * (b.accumulation_steps + 1) * replicas).to_string(),
+                );
+                let noise = self.noise_text(job);
+                let gain = match self.goodput_change(job, replicas) {
+                    Some(gain) => format!(", goodput {gain:.2}×"),
+                    None => String::new(),
+                };
+                (
+                    "rebatch",
+                    format!(
+                        "rebatch: {from} → {to}: {noise}{gain} ({})",
+                        reason.describe()
+                    ),
+                )
+            }
+            _ => ("stop", format!("stopping: {}", reason.describe())),
+        }
+    }
+
+    /// "fitted noise scale 85.3" (or that there is none yet).
+    fn noise_text(&self, job: DurableJobId) -> String {
+        match self.models.get(&job).and_then(|m| m.grad) {
+            Some(g) if g.sqr > 0.0 => {
+                let init = self.models[&job].limits.init_batch;
+                format!("fitted noise scale {:.1}", f64::from(init) * g.var / g.sqr)
+            }
+            _ => "fitted throughput (no gradient statistics yet)".to_string(),
+        }
+    }
+
+    /// Keeps a running attempt younger than its minimum run time ([`MIN_RUN_RESTARTS`] ×
+    /// its restart cost) at its devices when the plan would preempt or shrink it; a job the
+    /// plan placed on those devices waits (deferred) until the attempt is old enough.
+    fn protect_young_attempts(&self, desired: &mut BTreeMap<DurableJobId, DesiredJob>) {
+        let now = wall_now();
+        for (id, actual) in &self.actual {
+            if actual.stopping.is_some() || !self.last_active.contains(id) {
+                continue;
+            }
+            let held = actual.devices.len() as u32;
+            let want = desired.get(id).map_or(0, |d| d.devices);
+            if want >= held {
+                continue;
+            }
+            let cost = self
+                .restart_costs
+                .get(id)
+                .copied()
+                .unwrap_or(self.config.restart_seconds);
+            let age = self.started_at.get(id).map_or(f64::INFINITY, |at| now - at);
+            if age < (MIN_RUN_RESTARTS * cost).min(MIN_RUN_MAX_S) {
+                desired.insert(
+                    *id,
+                    DesiredJob {
+                        devices: held,
+                        batch: actual.batch,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Under a batch-adapting policy, a running adaptive job whose plan keeps its devices is
+    /// re-batched when its fitted goodput model predicts a better batch by at least
+    /// [`REBATCH_MIN_GAIN`] and its attempt has run [`REBATCH_MIN_AGE_RESTARTS`] times its
+    /// restart cost (the restart is then cheap next to what it buys).
+    fn rebatch_in_place(&self, desired: &mut BTreeMap<DurableJobId, DesiredJob>) {
+        if !self.policy.adapts_batch_size() {
+            return;
+        }
+        let now = wall_now();
+        for (id, actual) in &self.actual {
+            if actual.stopping.is_some() {
+                continue;
+            }
+            let held = actual.devices.len() as u32;
+            let Some(want) = desired.get_mut(id) else {
+                continue;
+            };
+            if want.devices != held || want.batch.is_some() {
+                continue;
+            }
+            let (Some(model), Some(running)) = (self.models.get(id), self.running.get(id)) else {
+                continue;
+            };
+            let Some(current) = running.batch else {
+                continue;
+            };
+            let cost = self
+                .restart_costs
+                .get(id)
+                .copied()
+                .unwrap_or(self.config.restart_seconds);
+            let age = self.started_at.get(id).map_or(0.0, |at| now - at);
+            if age < REBATCH_MIN_AGE_RESTARTS * cost {
+                continue;
+            }
+            let Some(best) = model.best(1, held) else {
+                continue;
+            };
+            if best.total_batch(held) == current.global_batch_size {
+                continue;
+            }
+            let Some(gain) = self.goodput_change(*id, held) else {
+                continue;
+            };
+            if gain >= REBATCH_MIN_GAIN {
+                want.batch = Some(BatchDecision {
+                    local_batch_size: best.local_bsz,
+                    accumulation_steps: best.accum_steps,
+                });
+            }
+        }
+    }
+
+    async fn stop_job(
+        &mut self,
+        job: DurableJobId,
+        reason: StopReason,
+        kind: &'static str,
+        message: String,
+    ) {
         let Some(actual) = self.actual.get_mut(&job) else {
             return;
         };
@@ -559,11 +833,10 @@ impl ControlLoop {
             view.stopping = Some(reason.describe());
         }
         self.publish_running();
-        tracing::info!("job {job}: stopping ({})", reason.describe());
         self.executor.stop(job, self.config.grace);
-        let message = format!("stopping: {}", reason.describe());
+        tracing::info!("job {job}: {message}");
         let at = wall_now();
-        self.db(move |store| store.record_event(job, "stop", &message, at))
+        self.db(move |store| store.record_event(job, kind, &message, at))
             .await
             .ok();
     }
@@ -588,7 +861,7 @@ impl ControlLoop {
                 accumulation_steps: best.accum_steps,
             })
         });
-        let grad = self.models.get(&id).and_then(|m| m.grad);
+        let grad = self.models.get(&id).and_then(model::per_sample);
         let batch = batch_view(request.batch.as_ref(), replicas, chosen, grad);
         let store_batch = batch.map(|b| BatchDecision {
             local_batch_size: b.local_batch_size,
@@ -607,34 +880,43 @@ impl ControlLoop {
         let owner = job.submission.user.clone();
         let at = wall_now();
         let started = self
-            .db(move |store| -> adaptsched_store::Result<StoredJob> {
-                let current = store.get_job(id)?;
-                let running = if current.state == JobState::Running {
-                    current
-                } else {
-                    store.set_job_state(id, JobState::Running, &reason, at)?
-                };
-                store.record_allocation(
-                    id,
-                    &node_allocation(replicas),
-                    store_batch,
-                    "planned by the policy",
-                    at,
-                )?;
-                store.add_token(
-                    &key,
-                    &TokenRecord {
-                        user: owner,
-                        admin: false,
-                        job: Some(id),
-                    },
-                    at,
-                )?;
-                Ok(running)
-            })
+            .db(
+                move |store| -> adaptsched_store::Result<(StoredJob, Option<u32>)> {
+                    let current = store.get_job(id)?;
+                    // The global batch of the previous attempt, to note a re-batch.
+                    let previous = store.allocations(id)?.iter().rev().find_map(|r| {
+                        let gpus = r.allocation.total_gpus();
+                        r.batch
+                            .filter(|_| gpus > 0)
+                            .map(|b| b.local_batch_size * (b.accumulation_steps + 1) * gpus)
+                    });
+                    let running = if current.state == JobState::Running {
+                        current
+                    } else {
+                        store.set_job_state(id, JobState::Running, &reason, at)?
+                    };
+                    store.record_allocation(
+                        id,
+                        &node_allocation(replicas),
+                        store_batch,
+                        "planned by the policy",
+                        at,
+                    )?;
+                    store.add_token(
+                        &key,
+                        &TokenRecord {
+                            user: owner,
+                            admin: false,
+                            job: Some(id),
+                        },
+                        at,
+                    )?;
+                    Ok((running, previous))
+                },
+            )
             .await;
-        let running_job = match started {
-            Ok(job) => job,
+        let (running_job, previous_batch) = match started {
+            Ok(started) => started,
             Err(error) => {
                 // Cancelled in the meantime, most likely: nothing to start.
                 tracing::info!("job {id}: not started: {error}");
@@ -642,6 +924,27 @@ impl ControlLoop {
             }
         };
         let attempt = running_job.attempts;
+        if let (Some(from), Some(to)) = (previous_batch, batch.map(|b| b.global_batch_size))
+            && from != to
+        {
+            let why = if chosen.is_some() {
+                format!(
+                    "{}, chosen for {replicas} {}",
+                    self.noise_text(id),
+                    self.devices_word()
+                )
+            } else {
+                format!(
+                    "initial batch split over {replicas} {}",
+                    self.devices_word()
+                )
+            };
+            let message = format!("rebatch: {from} → {to}: {why}");
+            tracing::info!("job {id}: {message}");
+            self.db(move |store| store.record_event(id, "rebatch", &message, at))
+                .await
+                .ok();
+        }
         let data_dir = &self.config.data_dir;
         let logs = data_dir.join(data_dir::LOGS_DIR).join(id.to_string());
         let checkpoint_dir = data_dir
@@ -704,6 +1007,7 @@ impl ControlLoop {
                     },
                 );
                 self.attempts.insert(id, attempt);
+                self.started_at.insert(id, at);
                 self.running.insert(
                     id,
                     RunningView {
@@ -732,6 +1036,7 @@ impl ControlLoop {
             return;
         }
         self.attempts.remove(&exit.job);
+        self.started_at.remove(&exit.job);
         self.running.remove(&exit.job);
         let stopping = self.actual.remove(&exit.job).and_then(|a| a.stopping);
         self.publish_running();
@@ -825,7 +1130,9 @@ impl ControlLoop {
     async fn shutdown(&mut self) {
         let jobs: Vec<DurableJobId> = self.actual.keys().copied().collect();
         for job in &jobs {
-            self.stop_job(*job, StopReason::Shutdown).await;
+            let message = format!("stopping: {}", StopReason::Shutdown.describe());
+            self.stop_job(*job, StopReason::Shutdown, "stop", message)
+                .await;
         }
         let deadline = Instant::now() + self.config.grace + Duration::from_secs(5);
         while !self.actual.is_empty() {

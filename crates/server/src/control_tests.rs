@@ -417,8 +417,12 @@ fn batch_views_split_the_initial_batch_or_follow_the_decision() {
     .unwrap();
     assert_eq!(decided.global_batch_size, 256);
     assert_eq!(decided.lr_scale, 1.0, "no gradient statistics yet: gain 1");
-    // With statistics: gain = (var + sqr)/(var/S + sqr), S = 256/100.
-    let grad = GradStats { sqr: 1.0, var: 3.0 };
+    // With statistics: gain = (var + sqr)/(var/S + sqr), S = 256/100, where var is the
+    // variance at the initial batch: the reported per-sample tr Σ = 300 over 100 samples.
+    let grad = GradStats {
+        sqr: 1.0,
+        var: 300.0,
+    };
     let scaled = batch_view(
         Some(&spec),
         4,
@@ -443,4 +447,60 @@ fn batch_views_split_the_initial_batch_or_follow_the_decision() {
     assert!((linear - 4.0).abs() < 1e-6, "{linear}");
     let flat = adascale_gain(Some(GradStats { sqr: 1.0, var: 0.0 }), 100, 400);
     assert!((flat - 1.0).abs() < 1e-12, "{flat}");
+}
+
+/// Gives the node's one device to whichever job does not hold it: a plan that flips.
+struct Flip;
+
+impl Policy for Flip {
+    fn name(&self) -> &'static str {
+        "flip"
+    }
+
+    fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
+        let mut plan = Plan::default();
+        if let Some(job) = snapshot.jobs.iter().find(|j| !j.is_running()) {
+            plan.allocate(job.id, Allocation::new(vec![(NodeId(0), 1)]));
+        }
+        plan
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_young_attempt_is_not_preempted_by_a_flipping_plan() {
+    let mut h = Harness::new(Box::new(Flip), 1);
+    let a = h.submit("a", 1, 0);
+    h.control.round().await;
+    assert_eq!(
+        h.take_log(),
+        vec![format!("start {a} attempt 1 replicas 1")]
+    );
+    let b = h.submit("b", 1, 0);
+    for _ in 0..3 {
+        h.control.round().await;
+        assert!(
+            h.take_log().is_empty(),
+            "within its minimum run time a keeps its device"
+        );
+    }
+    assert_eq!(h.state(a), JobState::Running);
+    let reason = h.waiting(b).unwrap();
+    assert!(reason.contains("minimum run time"), "{reason}");
+    // Once the attempt is old enough, the plan is followed: a is preempted, with a reason.
+    h.control
+        .started_at
+        .insert(a, wall_now() - MIN_RUN_RESTARTS * 30.0 - 1.0);
+    h.control.round().await;
+    assert_eq!(h.take_log(), vec![format!("stop {a}")]);
+    let events = h.store.events(a).unwrap();
+    let preempt = events
+        .iter()
+        .find(|e| e.kind == "preempt")
+        .expect("an event");
+    assert!(
+        preempt.message.starts_with("preempt: 1 → 0 cpu-slots: job")
+            && preempt.message.contains("arrived"),
+        "{}",
+        preempt.message
+    );
 }

@@ -287,8 +287,65 @@ pub fn describe(job: &JobDetail) -> String {
             ),
         );
     }
+    if let Some(model) = &job.model {
+        let params = if model.params.is_empty() {
+            "not fitted yet".to_string()
+        } else {
+            model
+                .params
+                .iter()
+                .map(|(name, value)| format!("{name} {value:.4}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        field(
+            "model",
+            format!("{params} ({} observations)", model.observations),
+        );
+        match model.noise_scale {
+            Some(noise) => field(
+                "noise scale",
+                format!(
+                    "{noise:.3} per sample (grad_sqr {:.4}, grad_var {:.4})",
+                    model.grad_sqr.unwrap_or(f64::NAN),
+                    model.grad_var.unwrap_or(f64::NAN)
+                ),
+            ),
+            None => field("noise scale", "-".to_string()),
+        }
+    }
+    let batches = batch_sizes(job);
+    if !batches.is_empty() {
+        field(
+            "batch sizes",
+            batches
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" → "),
+        );
+    }
     field("submitted", utc(s.submitted_at));
     field("updated", utc(s.updated_at));
+    let starts: Vec<&adaptsched_api::AllocationChange> = job
+        .allocation_history
+        .iter()
+        .filter(|c| !c.allocation.is_empty())
+        .collect();
+    if !starts.is_empty() {
+        let _ = writeln!(out, "allocations:");
+        for change in starts {
+            let devices: u32 = change.allocation.iter().map(|p| p.gpus).sum();
+            let batch = change
+                .batch
+                .map_or_else(|| "-".to_string(), |b| b.global_batch_size.to_string());
+            let _ = writeln!(
+                out,
+                "  {}  {devices} device(s), batch {batch}",
+                utc(change.at)
+            );
+        }
+    }
     if !job.events.is_empty() {
         let _ = writeln!(out, "events:");
         for event in &job.events {
@@ -302,6 +359,19 @@ pub fn describe(job: &JobDetail) -> String {
         }
     }
     out
+}
+
+/// The global batch sizes a job trained with, in order, without repeats in a row.
+pub fn batch_sizes(job: &JobDetail) -> Vec<u32> {
+    let mut sizes: Vec<u32> = Vec::new();
+    for change in &job.allocation_history {
+        if let Some(b) = change.batch.filter(|_| !change.allocation.is_empty())
+            && sizes.last() != Some(&b.global_batch_size)
+        {
+            sizes.push(b.global_batch_size);
+        }
+    }
+    sizes
 }
 
 #[derive(Debug, clap::Args)]
@@ -509,6 +579,63 @@ mod tests {
             "allocation:  local:2",
             "command:     python3 -c 'print(1)'",
             "1970-01-01 00:00:00  started      pid 42",
+        ] {
+            assert!(out.contains(needle), "{needle:?} not in\n{out}");
+        }
+    }
+
+    #[test]
+    fn describe_shows_the_fitted_model_noise_scale_and_batch_sizes() {
+        let batch = |global| adaptsched_api::BatchView {
+            global_batch_size: global,
+            local_batch_size: global,
+            accumulation_steps: 0,
+            lr_scale: 1.0,
+        };
+        let change = |at, gpus, global: Option<u32>| adaptsched_api::AllocationChange {
+            at,
+            allocation: if gpus == 0 {
+                vec![]
+            } else {
+                vec![adaptsched_api::AllocationPart {
+                    node: "local".into(),
+                    gpus,
+                }]
+            },
+            batch: global.map(batch),
+            reason: String::new(),
+        };
+        let detail = JobDetail {
+            summary: summary(4, "running"),
+            request: adaptsched_api::JobRequest {
+                command: vec!["train".into()],
+                ..Default::default()
+            },
+            allocation: vec![],
+            batch: None,
+            allocation_history: vec![
+                change(0.0, 1, Some(64)),
+                change(5.0, 0, None),
+                change(6.0, 2, Some(256)),
+            ],
+            events: vec![],
+            model: Some(adaptsched_api::FittedModelView {
+                params: [("alpha_c".to_string(), 0.01), ("gamma".to_string(), 1.5)]
+                    .into_iter()
+                    .collect(),
+                grad_sqr: Some(0.5),
+                grad_var: Some(100.0),
+                noise_scale: Some(200.0),
+                observations: 42,
+            }),
+            last_report: None,
+        };
+        let out = describe(&detail);
+        for needle in [
+            "model:       alpha_c 0.0100, gamma 1.5000 (42 observations)",
+            "noise scale: 200.000 per sample",
+            "batch sizes: 64 → 256",
+            "2 device(s), batch 256",
         ] {
             assert!(out.contains(needle), "{needle:?} not in\n{out}");
         }
