@@ -9,7 +9,7 @@
 
 use crate::placement::FreeResources;
 use crate::sia::{
-    Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, place, place_on, solve_with,
+    Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, current_choices, plan_from, solve_with,
     type_configs, type_infos,
 };
 use adaptsched_core::{JobId, JobView, Plan, Policy, Snapshot};
@@ -43,9 +43,9 @@ pub struct AdaptiveConfig {
     /// Amortize a restart over the job's expected remaining time (history or LAS) when that
     /// is shorter than `restart_horizon` restarts: short jobs do not grow for little gain.
     pub restart_by_remaining: bool,
-    /// Starvation guard: after a grace of `restart_horizon` restarts, a waiting job's weight
-    /// grows by 1 every this many seconds it waits (0: off), so no job waits forever behind
-    /// jobs with more goodput to gain.
+    /// Starvation guard: after a grace of `restart_horizon` restarts, a job's weight grows by
+    /// 1 for every this many seconds it has spent waiting (0: off), so no job waits forever
+    /// behind jobs with more goodput to gain.
     pub starvation_scale_s: f64,
 }
 
@@ -112,8 +112,11 @@ pub struct Adaptive {
     /// Goodput of each job's configurations, reused while its model and limit are unchanged
     /// (models change only when a job's reports are refitted).
     goodputs: BTreeMap<JobId, CachedGoodputs>,
-    /// Since when each job without GPUs has been waiting (for the starvation guard).
-    waiting_since: BTreeMap<JobId, f64>,
+    /// Seconds each job has spent without GPUs since submission (for the starvation guard);
+    /// kept while it runs, so a job that was let in after a long wait is not pushed out again.
+    queued_s: BTreeMap<JobId, f64>,
+    /// `now` of the last round.
+    last_now: Option<f64>,
 }
 
 /// A job's (type, GPUs, goodput) triples and what they were computed from.
@@ -165,7 +168,7 @@ impl Adaptive {
 
     /// The priority weight of a job: higher for less expected remaining service (when LAS is
     /// on), and growing with the time it has waited without GPUs (starvation guard).
-    fn weight(&self, job: &JobView, now: f64) -> f64 {
+    fn weight(&self, job: &JobView) -> f64 {
         let las = if self.config.las_power == 0.0 {
             1.0
         } else {
@@ -177,9 +180,9 @@ impl Adaptive {
         // two do not swap every round.
         let grace = self.config.restart_horizon * job.restart_seconds;
         let waited = self
-            .waiting_since
+            .queued_s
             .get(&job.id)
-            .map_or(0.0, |since| (now - since - grace).max(0.0));
+            .map_or(0.0, |q| (q - grace).max(0.0));
         let boost = if self.config.starvation_scale_s > 0.0 {
             1.0 + waited / self.config.starvation_scale_s
         } else {
@@ -188,18 +191,21 @@ impl Adaptive {
         las * boost
     }
 
-    /// Tracks since when each job has been without GPUs.
+    /// Adds the time since the last round to every job that is without GPUs now (allocations
+    /// only change at rounds, so it was without them all along, or since it arrived).
     fn note_waiting(&mut self, snapshot: &Snapshot<'_>) {
+        let now = snapshot.now;
+        let last = self.last_now.unwrap_or(now);
         let mut next = BTreeMap::new();
-        for job in snapshot.jobs.iter().filter(|j| !j.is_running()) {
-            let since = self
-                .waiting_since
-                .get(&job.id)
-                .copied()
-                .unwrap_or(snapshot.now);
-            next.insert(job.id, since);
+        for job in snapshot.jobs {
+            let mut queued = self.queued_s.get(&job.id).copied().unwrap_or(0.0);
+            if !job.is_running() {
+                queued += (now - last.max(job.submit_time)).max(0.0);
+            }
+            next.insert(job.id, queued);
         }
-        self.waiting_since = next;
+        self.queued_s = next;
+        self.last_now = Some(now);
     }
 
     /// A job's options: each allowed (type, count) within its growth limit, costed by its
@@ -267,7 +273,7 @@ impl Adaptive {
             };
             amortized * (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
         };
-        let weight = self.weight(job, snapshot.now);
+        let weight = self.weight(job);
         let choices = raw
             .iter()
             .map(|&(t, gpus, goodput)| {
@@ -379,66 +385,19 @@ impl Policy for Adaptive {
             capacity: types.iter().map(|t| t.capacity).collect(),
             lambda_unallocated: self.config.unallocated_cost,
         };
-        let warm: Vec<Option<usize>> = snapshot
-            .jobs
-            .iter()
-            .zip(&problem.jobs)
-            .map(|(job, options)| {
-                let gpus = job.allocation.total_gpus();
-                let gpu_type = job
-                    .allocation
-                    .parts
-                    .first()
-                    .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type)?;
-                options
-                    .choices
-                    .iter()
-                    .position(|c| c.gpus == gpus && &types[c.gpu_type].gpu_type == gpu_type)
-            })
-            .collect();
+        let warm = current_choices(snapshot, &types, &problem);
         let effort = SolverEffort {
             iterations: 40,
             patience: 4,
         };
         let assignment = solve_with(&problem, Some(warm), effort);
-        let chosen: Vec<(usize, usize, u32)> = assignment
-            .iter()
-            .enumerate()
-            .filter_map(|(j, a)| {
-                a.map(|c| {
-                    let choice = problem.jobs[j].choices[c];
-                    (j, choice.gpu_type, choice.gpus)
-                })
-            })
-            .collect();
-        let (mut plan, mut free) = place(snapshot, &types, &chosen);
-        let nodes_of: Vec<Vec<usize>> = types
-            .iter()
-            .map(|info| {
-                (0..snapshot.cluster.nodes.len())
-                    .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
-                    .collect()
-            })
-            .collect();
-        for (j, job) in snapshot.jobs.iter().enumerate() {
-            if plan.allocations.contains_key(&job.id) {
-                continue;
-            }
-            let mut options: Vec<&Choice> = problem.jobs[j].choices.iter().collect();
-            options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
-            let placed = options.into_iter().find_map(|c| {
-                place_on(snapshot.cluster, &free, job, &nodes_of[c.gpu_type], c.gpus)
-            });
-            match placed {
-                Some(allocation) => {
-                    free.take(job, &allocation);
-                    plan.waiting.remove(&job.id);
-                    plan.allocate(job.id, allocation);
-                }
-                None => plan.wait(job.id, "every GPU it could use is taken"),
-            }
-        }
-        plan
+        plan_from(
+            snapshot,
+            &types,
+            &problem,
+            &assignment,
+            "every GPU it could use is taken",
+        )
     }
 }
 

@@ -558,6 +558,82 @@ pub(crate) fn place_on(
     fill_in_order(order, gpus, usable)
 }
 
+/// Each job's current allocation in option terms (`None` when it holds no GPUs or its
+/// configuration is not an option any more): the solver's warm start.
+pub(crate) fn current_choices(
+    snapshot: &Snapshot<'_>,
+    types: &[TypeInfo],
+    problem: &SiaProblem,
+) -> Vec<Option<usize>> {
+    snapshot
+        .jobs
+        .iter()
+        .zip(&problem.jobs)
+        .map(|(job, options)| {
+            let gpus = job.allocation.total_gpus();
+            let gpu_type = job
+                .allocation
+                .parts
+                .first()
+                .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type)?;
+            options
+                .choices
+                .iter()
+                .position(|c| c.gpus == gpus && &types[c.gpu_type].gpu_type == gpu_type)
+        })
+        .collect()
+}
+
+/// Turns a solved assignment into a plan: places the chosen configurations, then gives GPUs
+/// left idle (a configuration that could not be placed, CPU- or memory-bound nodes) to jobs
+/// still without any, each in the cheapest option that can still be placed.
+pub(crate) fn plan_from(
+    snapshot: &Snapshot<'_>,
+    types: &[TypeInfo],
+    problem: &SiaProblem,
+    assignment: &[Option<usize>],
+    waiting_reason: &str,
+) -> Plan {
+    let chosen: Vec<(usize, usize, u32)> = assignment
+        .iter()
+        .enumerate()
+        .filter_map(|(j, a)| {
+            a.map(|c| {
+                let choice = problem.jobs[j].choices[c];
+                (j, choice.gpu_type, choice.gpus)
+            })
+        })
+        .collect();
+    let (mut plan, mut free) = place(snapshot, types, &chosen);
+    let nodes_of: Vec<Vec<usize>> = types
+        .iter()
+        .map(|info| {
+            (0..snapshot.cluster.nodes.len())
+                .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
+                .collect()
+        })
+        .collect();
+    for (j, job) in snapshot.jobs.iter().enumerate() {
+        if plan.allocations.contains_key(&job.id) {
+            continue;
+        }
+        let mut options: Vec<&Choice> = problem.jobs[j].choices.iter().collect();
+        options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
+        let placed = options
+            .into_iter()
+            .find_map(|c| place_on(snapshot.cluster, &free, job, &nodes_of[c.gpu_type], c.gpus));
+        match placed {
+            Some(allocation) => {
+                free.take(job, &allocation);
+                plan.waiting.remove(&job.id);
+                plan.allocate(job.id, allocation);
+            }
+            None => plan.wait(job.id, waiting_reason),
+        }
+    }
+    plan
+}
+
 impl Policy for Sia {
     fn name(&self) -> &'static str {
         "sia"
@@ -583,66 +659,15 @@ impl Policy for Sia {
             capacity: types.iter().map(|t| t.capacity).collect(),
             lambda_unallocated: self.config.lambda_unallocated,
         };
-        // The current allocation, in option terms, as a warm start.
-        let warm: Vec<Option<usize>> = snapshot
-            .jobs
-            .iter()
-            .zip(&problem.jobs)
-            .map(|(job, options)| {
-                let gpus = job.allocation.total_gpus();
-                let gpu_type = job
-                    .allocation
-                    .parts
-                    .first()
-                    .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type)?;
-                options
-                    .choices
-                    .iter()
-                    .position(|c| c.gpus == gpus && &types[c.gpu_type].gpu_type == gpu_type)
-            })
-            .collect();
+        let warm = current_choices(snapshot, &types, &problem);
         let assignment = solve_from(&problem, Some(warm));
-        let chosen: Vec<(usize, usize, u32)> = assignment
-            .iter()
-            .enumerate()
-            .filter_map(|(j, a)| {
-                a.map(|c| {
-                    (
-                        j,
-                        problem.jobs[j].choices[c].gpu_type,
-                        problem.jobs[j].choices[c].gpus,
-                    )
-                })
-            })
-            .collect();
-        let (mut plan, mut free) = place(snapshot, &types, &chosen);
-        // GPUs left idle (a chosen configuration that could not be placed, CPU or memory bound
-        // nodes) go to waiting jobs: the cheapest option each can still be placed in.
-        for (j, job) in snapshot.jobs.iter().enumerate() {
-            if plan.allocations.contains_key(&job.id) {
-                continue;
-            }
-            let mut options: Vec<&Choice> = problem.jobs[j].choices.iter().collect();
-            options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
-            let placed = options.into_iter().find_map(|c| {
-                let nodes: Vec<usize> = (0..snapshot.cluster.nodes.len())
-                    .filter(|&i| snapshot.cluster.nodes[i].gpu_type == types[c.gpu_type].gpu_type)
-                    .collect();
-                place_on(snapshot.cluster, &free, job, &nodes, c.gpus)
-            });
-            match placed {
-                Some(allocation) => {
-                    free.take(job, &allocation);
-                    plan.waiting.remove(&job.id);
-                    plan.allocate(job.id, allocation);
-                }
-                None => plan.wait(
-                    job.id,
-                    "the GPU types this job can use are taken by configurations with more goodput",
-                ),
-            }
-        }
-        plan
+        plan_from(
+            snapshot,
+            &types,
+            &problem,
+            &assignment,
+            "the GPU types this job can use are taken by configurations with more goodput",
+        )
     }
 }
 
