@@ -43,9 +43,9 @@ pub struct AdaptiveConfig {
     /// Amortize a restart over the job's expected remaining time (history or LAS) when that
     /// is shorter than `restart_horizon` restarts: short jobs do not grow for little gain.
     pub restart_by_remaining: bool,
-    /// Starvation guard: after a grace of `restart_horizon` restarts, a job's weight grows by
-    /// 1 for every this many seconds it has spent waiting (0: off), so no job waits forever
-    /// behind jobs with more goodput to gain.
+    /// Starvation guard: after a grace of `restart_horizon` restarts, a waiting job's weight
+    /// grows by 1 every this many seconds it waits (0: off), so no job waits forever behind
+    /// jobs with more goodput to gain.
     pub starvation_scale_s: f64,
 }
 
@@ -112,11 +112,8 @@ pub struct Adaptive {
     /// Goodput of each job's configurations, reused while its model and limit are unchanged
     /// (models change only when a job's reports are refitted).
     goodputs: BTreeMap<JobId, CachedGoodputs>,
-    /// Seconds each job has spent without GPUs since submission (for the starvation guard);
-    /// kept while it runs, so a job that was let in after a long wait is not pushed out again.
-    queued_s: BTreeMap<JobId, f64>,
-    /// `now` of the last round.
-    last_now: Option<f64>,
+    /// Since when each job without GPUs has been waiting (for the starvation guard).
+    waiting_since: BTreeMap<JobId, f64>,
 }
 
 /// A job's (type, GPUs, goodput) triples and what they were computed from.
@@ -168,7 +165,7 @@ impl Adaptive {
 
     /// The priority weight of a job: higher for less expected remaining service (when LAS is
     /// on), and growing with the time it has waited without GPUs (starvation guard).
-    fn weight(&self, job: &JobView) -> f64 {
+    fn weight(&self, job: &JobView, now: f64) -> f64 {
         let las = if self.config.las_power == 0.0 {
             1.0
         } else {
@@ -180,9 +177,9 @@ impl Adaptive {
         // two do not swap every round.
         let grace = self.config.restart_horizon * job.restart_seconds;
         let waited = self
-            .queued_s
+            .waiting_since
             .get(&job.id)
-            .map_or(0.0, |q| (q - grace).max(0.0));
+            .map_or(0.0, |since| (now - since - grace).max(0.0));
         let boost = if self.config.starvation_scale_s > 0.0 {
             1.0 + waited / self.config.starvation_scale_s
         } else {
@@ -191,21 +188,18 @@ impl Adaptive {
         las * boost
     }
 
-    /// Adds the time since the last round to every job that is without GPUs now (allocations
-    /// only change at rounds, so it was without them all along, or since it arrived).
+    /// Tracks since when each job has been without GPUs.
     fn note_waiting(&mut self, snapshot: &Snapshot<'_>) {
-        let now = snapshot.now;
-        let last = self.last_now.unwrap_or(now);
         let mut next = BTreeMap::new();
-        for job in snapshot.jobs {
-            let mut queued = self.queued_s.get(&job.id).copied().unwrap_or(0.0);
-            if !job.is_running() {
-                queued += (now - last.max(job.submit_time)).max(0.0);
-            }
-            next.insert(job.id, queued);
+        for job in snapshot.jobs.iter().filter(|j| !j.is_running()) {
+            let since = self
+                .waiting_since
+                .get(&job.id)
+                .copied()
+                .unwrap_or(snapshot.now);
+            next.insert(job.id, since);
         }
-        self.queued_s = next;
-        self.last_now = Some(now);
+        self.waiting_since = next;
     }
 
     /// A job's options: each allowed (type, count) within its growth limit, costed by its
@@ -273,7 +267,7 @@ impl Adaptive {
             };
             amortized * (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
         };
-        let weight = self.weight(job);
+        let weight = self.weight(job, snapshot.now);
         let choices = raw
             .iter()
             .map(|&(t, gpus, goodput)| {
