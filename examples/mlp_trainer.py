@@ -291,6 +291,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--local-batch-size", type=int, default=None, help="standalone per-replica batch")
     parser.add_argument("--accumulation-steps", type=int, default=0, help="standalone extra micro-batches")
     parser.add_argument("--lr-scale", type=float, default=1.0, help="standalone lr multiplier")
+    parser.add_argument("--max-lr", type=float, default=1.0,
+                        help="cap on lr × scale: plain SGD on this MLP diverges when an AdaScale gain of 16 meets lr 0.5")
     parser.add_argument("--checkpoint-dir", default=None, help="standalone; ADAPTSCHED_CHECKPOINT_DIR wins")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--log-every", type=int, default=10, help="steps between progress lines")
@@ -316,7 +318,8 @@ def make_plan(args: argparse.Namespace, env: adaptsched.LaunchEnv) -> Plan:
     else:
         local = args.local_batch_size or -(-args.batch_size // per_local)
     scale = env.lr_scale if given(launch_env.LR_SCALE) else args.lr_scale
-    return Plan(replicas=replicas, local_batch=max(local, 1), accumulation=accumulation, lr=args.lr * scale)
+    lr = min(args.lr * scale, args.max_lr)
+    return Plan(replicas=replicas, local_batch=max(local, 1), accumulation=accumulation, lr=lr)
 
 
 def emit(event: str, **fields: Any) -> None:
