@@ -185,6 +185,8 @@ const telemetry = {};
 const TELEMETRY_KEEP = 720;
 
 function telemetryArrived(sample) {
+  // On Ray the event only says that new reports exist (no sample): the refresh loads them.
+  if (typeof sample.cpu_percent !== "number") return;
   for (const name of Object.keys(telemetry)) {
     const list = telemetry[name];
     if (!list.length || list[list.length - 1].at < sample.at) list.push(sample);

@@ -74,6 +74,9 @@ pub struct ControlShared {
     wake: Notify,
     /// Seconds per round, for `/metrics`.
     pub round_latency: crate::metrics::RoundLatency,
+    /// The devices the loop planned its last round with (published by the loop, read by the
+    /// API), so `/v1/cluster` and admission follow a Ray cluster whose nodes come and go.
+    node: Mutex<Option<NodeInfo>>,
 }
 
 impl ControlShared {
@@ -85,6 +88,18 @@ impl ControlShared {
 
     pub fn status(&self) -> MutexGuard<'_, ControlStatus> {
         self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The devices the loop schedules now; `None` before a loop was built over this handle.
+    pub fn node(&self) -> Option<NodeInfo> {
+        self.node
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_node(&self, node: &NodeInfo) {
+        *self.node.lock().unwrap_or_else(PoisonError::into_inner) = Some(node.clone());
     }
 }
 
@@ -275,6 +290,7 @@ impl ControlLoop {
         config: ControlConfig,
         shared: Arc<ControlShared>,
     ) -> Self {
+        shared.set_node(&node);
         ControlLoop {
             store,
             executor,
@@ -429,9 +445,29 @@ impl ControlLoop {
         }
     }
 
+    /// Takes the executor's current pool of devices, when it has one that changes (Ray), so
+    /// each round plans for the nodes that are there now; publishes it for the API.
+    fn refresh_pool(&mut self) {
+        let Some(pool) = self.executor.pool() else {
+            return;
+        };
+        if pool != self.node {
+            tracing::info!(
+                "pool {}: {} → {} {} device(s)",
+                pool.node.name,
+                self.node.capacity(),
+                pool.capacity(),
+                pool.device_label
+            );
+            self.node = pool;
+            self.shared.set_node(&self.node);
+        }
+    }
+
     /// One scheduling round.
     pub async fn round(&mut self) {
         let round_started = std::time::Instant::now();
+        self.refresh_pool();
         let now = wall_now();
         let active = self.db(move |store| read_active(store, now)).await;
         let active = match active {

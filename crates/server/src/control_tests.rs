@@ -504,3 +504,104 @@ async fn a_young_attempt_is_not_preempted_by_a_flipping_plan() {
         preempt.message
     );
 }
+
+/// The fake executor with a pool of devices that changes while the loop runs, as a Ray
+/// cluster's does when nodes join and leave.
+struct PoolExecutor {
+    inner: FakeExecutor,
+    pool: Arc<Mutex<NodeInfo>>,
+}
+
+impl Executor for PoolExecutor {
+    fn name(&self) -> &'static str {
+        "fake-pool"
+    }
+
+    fn start(&mut self, launch: LaunchSpec) -> Result<StartedProcess, ExecutorError> {
+        self.inner.start(launch)
+    }
+
+    fn stop(&mut self, job: DurableJobId, grace: Duration) {
+        self.inner.stop(job, grace);
+    }
+
+    fn pids(&self) -> Vec<(DurableJobId, u32)> {
+        Vec::new()
+    }
+
+    fn pool(&self) -> Option<NodeInfo> {
+        Some(self.pool.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_round_plans_for_the_pool_the_executor_has_now() {
+    let mut h = Harness::new(fifo(), 2);
+    let pool = Arc::new(Mutex::new(describe_node("ray", Some(2), None, 2, 8.0)));
+    h.control.executor = Box::new(PoolExecutor {
+        inner: FakeExecutor {
+            log: Arc::clone(&h.log),
+            running: Arc::clone(&h.running),
+        },
+        pool: Arc::clone(&pool),
+    });
+    let capacity = |h: &Harness| h.control.shared.node().map(|n| n.capacity());
+    let (a, b) = (h.submit("a", 1, 0), h.submit("b", 1, 0));
+    h.control.round().await;
+    assert_eq!(h.take_log().len(), 2);
+    // A node joins: the next round sees three devices and starts a third job.
+    *pool.lock().unwrap() = describe_node("ray", Some(3), None, 3, 12.0);
+    let c = h.submit("c", 1, 0);
+    h.control.round().await;
+    assert_eq!(
+        h.take_log(),
+        vec![format!("start {c} attempt 1 replicas 1")]
+    );
+    assert_eq!(capacity(&h), Some(3), "the API sees the new pool");
+    // Two nodes leave: what runs is left to the executor (their pieces fail there), and
+    // nothing more starts while three devices are held on a pool of one.
+    *pool.lock().unwrap() = describe_node("ray", Some(1), None, 1, 4.0);
+    let d = h.submit("d", 1, 0);
+    h.control.round().await;
+    assert!(h.take_log().iter().all(|line| !line.starts_with("start")));
+    assert_eq!(capacity(&h), Some(1));
+    assert_eq!(h.state(d), JobState::Queued);
+    for job in [a, b, c] {
+        h.exit(job, 0).await;
+    }
+    h.control.round().await;
+    assert_eq!(
+        h.take_log(),
+        vec![format!("start {d} attempt 1 replicas 1")]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_policy_fails_when_every_node_of_the_pool_is_gone() {
+    for name in adaptsched_policies::POLICY_NAMES {
+        let mut h = Harness::new(adaptsched_policies::build_policy(name).unwrap(), 1);
+        let pool = Arc::new(Mutex::new(describe_node("ray", Some(1), None, 1, 4.0)));
+        h.control.executor = Box::new(PoolExecutor {
+            inner: FakeExecutor {
+                log: Arc::clone(&h.log),
+                running: Arc::clone(&h.running),
+            },
+            pool: Arc::clone(&pool),
+        });
+        h.submit("a", 1, 0);
+        h.control.round().await;
+        h.take_log();
+        // Every Ray node left: a pool of no devices. Rounds go on; nothing starts.
+        *pool.lock().unwrap() = describe_node("ray", Some(0), None, 0, 0.0);
+        let b = h.submit("b", 1, 0);
+        h.control.round().await;
+        h.control.round().await;
+        let log = h.take_log();
+        assert!(
+            log.iter().all(|line| !line.starts_with("start")),
+            "{name}: {log:?}"
+        );
+        assert_eq!(h.state(b), JobState::Queued, "{name}");
+        assert!(h.waiting(b).is_some(), "{name}");
+    }
+}

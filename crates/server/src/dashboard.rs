@@ -168,6 +168,9 @@ fn fingerprint(state: &AppState) -> String {
     format!("{}|{}", status.rounds, running.join(","))
 }
 
+/// Ray's use is polled every half second; the page is told at most this often (seconds).
+const RAY_TELEMETRY_EVERY_S: f64 = 5.0;
+
 struct Feed {
     state: AppState,
     ticker: tokio::time::Interval,
@@ -189,7 +192,22 @@ impl Feed {
             );
             self.jobs = Some(now);
         }
-        if let Some(sample) = crate::telemetry::latest(&self.state.telemetry)
+        if let Some(ray) = &self.state.ray {
+            // On Ray the nodes are the Ray nodes, not this machine: announce each new report
+            // without a sample, and the page reloads every node's telemetry.
+            if let Some(at) = ray.usage_at()
+                && self
+                    .telemetry_at
+                    .is_none_or(|last| at - last >= RAY_TELEMETRY_EVERY_S)
+            {
+                self.telemetry_at = Some(at);
+                self.pending.push_back(
+                    Event::default()
+                        .event("telemetry")
+                        .data(serde_json::json!({ "at": at }).to_string()),
+                );
+            }
+        } else if let Some(sample) = crate::telemetry::latest(&self.state.telemetry)
             && self.telemetry_at != Some(sample.at)
         {
             self.telemetry_at = Some(sample.at);

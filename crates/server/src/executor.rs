@@ -1,9 +1,10 @@
 //! The executor seam: what the scheduling loop asks of whatever runs jobs (local processes
-//! now, Ray later: issue 8), and the launch environment every job gets (ARCHITECTURE §5).
+//! and Ray: issue 8), and the launch environment every job gets (ARCHITECTURE §5).
 //!
 //! Executors are driven synchronously by the loop (start, stop) and report exits through a
 //! channel, so the trait stays object-safe and a fake executor in tests is a few lines.
 
+use crate::node::NodeInfo;
 use adaptsched_api::{BatchView, env};
 use adaptsched_store::DurableJobId;
 use std::collections::BTreeMap;
@@ -107,6 +108,13 @@ pub trait Executor: Send {
 
     /// Process ids of the running jobs (for per-job telemetry).
     fn pids(&self) -> Vec<(DurableJobId, u32)>;
+
+    /// The devices this executor offers now, for executors whose capacity changes while the
+    /// server runs (Ray nodes join and leave); the loop reads it at the start of every round.
+    /// `None`: fixed at start (the local machine), the loop keeps what it was built with.
+    fn pool(&self) -> Option<NodeInfo> {
+        None
+    }
 }
 
 /// How the node's devices are exposed to a job.

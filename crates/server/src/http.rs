@@ -160,11 +160,12 @@ async fn submit(
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     caller.not_a_job_token("submit jobs")?;
     let request: JobRequest = parse_json(body)?;
+    let node = state.node();
     let capacity = Capacity {
-        devices: state.node.capacity(),
-        device_word: state.node.device_word().to_string(),
-        cpu_cores: state.node.machine_cores,
-        memory_gb: state.node.machine_memory_gb,
+        devices: node.capacity(),
+        device_word: node.device_word().to_string(),
+        cpu_cores: node.machine_cores,
+        memory_gb: node.machine_memory_gb,
     };
     let default_dir = state.default_dir.clone();
     let submission = tokio::task::spawn_blocking(move || {
@@ -275,8 +276,14 @@ async fn show_job(
             Ok((job, allocations, events, samples))
         })
         .await??;
-    let node_name = state.node.node.name.clone();
+    let node_name = state.node().node.name;
     let summary = summary(&state, &job);
+    // On Ray, where the job's pieces run now (one part per Ray node).
+    let placed = state
+        .ray
+        .as_ref()
+        .and_then(|ray| ray.placements().remove(&id))
+        .filter(|_| summary.gpus > 0);
     let running = state.control.status().running.get(&id).cloned();
     let request = stored_request(&job.submission);
     let model = (!samples.is_empty()).then(|| {
@@ -302,7 +309,13 @@ async fn show_job(
         })
         .collect();
     Ok(Json(JobDetail {
-        allocation: parts(&node_name, summary.gpus),
+        allocation: match placed {
+            Some(pieces) => pieces
+                .into_iter()
+                .map(|(node, gpus)| AllocationPart { node, gpus })
+                .collect(),
+            None => parts(&node_name, summary.gpus),
+        },
         batch: running.as_ref().and_then(|r| r.batch),
         summary,
         request,
@@ -442,7 +455,10 @@ async fn report_metrics(
     Ok(Json(MetricsAccepted { accepted }))
 }
 
+/// The scheduling pool as one node: the local machine, or the Ray cluster's usable nodes
+/// together (`/v1/cluster`, `/metrics`).
 pub(crate) fn node_view(state: &AppState) -> NodeView {
+    let node = state.node();
     let allocated: u32 = state
         .control
         .status()
@@ -451,12 +467,12 @@ pub(crate) fn node_view(state: &AppState) -> NodeView {
         .map(|running| running.devices.len() as u32)
         .sum();
     NodeView {
-        name: state.node.node.name.clone(),
-        gpu_type: state.node.device_label.clone(),
-        gpus: state.node.capacity(),
+        name: node.node.name.clone(),
+        gpu_type: node.device_label.clone(),
+        gpus: node.capacity(),
         gpus_allocated: allocated,
-        cpu_cores: state.node.machine_cores,
-        memory_gb: state.node.machine_memory_gb,
+        cpu_cores: node.machine_cores,
+        memory_gb: node.machine_memory_gb,
         // One node holds all the load and all the capacity: p = 1 whenever anything runs.
         balance_ratio: (allocated > 0).then_some(1.0),
         telemetry: telemetry::latest(&state.telemetry),
@@ -478,10 +494,24 @@ async fn node_telemetry(
     query: Result<Query<TelemetryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<NodeTelemetry>>, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    if name != state.node.node.name {
+    let since = query.since.unwrap_or(f64::NEG_INFINITY);
+    if let Some(ray) = &state.ray {
+        // Ray keeps no history here: the latest report, when newer than `since` (the
+        // dashboard polls and keeps the history itself).
+        let view = ray.views().into_iter().find(|view| view.name == name);
+        let Some(view) = view else {
+            return Err(ApiError::not_found(format!("unknown Ray node {name:?}")));
+        };
+        return Ok(Json(
+            view.telemetry
+                .into_iter()
+                .filter(|sample| sample.at > since)
+                .collect(),
+        ));
+    }
+    if name != state.node().node.name {
         return Err(ApiError::not_found(format!("unknown node {name:?}")));
     }
-    let since = query.since.unwrap_or(f64::NEG_INFINITY);
     let history = state
         .telemetry
         .lock()
@@ -495,8 +525,12 @@ async fn node_telemetry(
     ))
 }
 
+/// The local machine, or each usable Ray node with its allocation and Ray's reported use.
 async fn nodes(State(state): State<AppState>, _caller: Caller) -> Json<Vec<NodeView>> {
-    Json(vec![node_view(&state)])
+    match &state.ray {
+        Some(ray) => Json(ray.views()),
+        None => Json(vec![node_view(&state)]),
+    }
 }
 
 async fn cluster(
@@ -520,7 +554,7 @@ async fn cluster(
     Ok(Json(ClusterSummary {
         policy: state.policy.clone(),
         interval_s: state.interval_s,
-        nodes: 1,
+        nodes: state.ray.as_ref().map_or(1, |ray| ray.views().len()),
         gpus_total: node.gpus,
         gpus_allocated: node.gpus_allocated,
         jobs_by_state,

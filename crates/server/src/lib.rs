@@ -186,12 +186,13 @@ impl ControlPlane {
             node::GpuProbe::Absent { .. } => None,
         };
         let (exit_tx, exit_rx) = mpsc::unbounded_channel();
-        let (executor, node): (Box<dyn executor::Executor>, _) = if args.executor == "ray" {
-            let (executor, node) = ray_executor(args, &data_dir, exit_tx).await?;
-            (Box::new(executor), node)
+        let (executor, node, ray): (Box<dyn executor::Executor>, _, _) = if args.executor == "ray" {
+            let (executor, node) = ray_executor(args, &data_dir, grace, exit_tx).await?;
+            let watcher = executor.watcher();
+            (Box::new(executor), node, Some(watcher))
         } else {
             let node = node::describe_node(&host, args.cpu_slots, gpus, cores, memory_gb);
-            (Box::new(local::LocalExecutor::new(exit_tx)), node)
+            (Box::new(local::LocalExecutor::new(exit_tx)), node, None)
         };
         tracing::info!(
             "node {}: {} {} device(s), {cores} cores, {memory_gb:.1} GB",
@@ -237,7 +238,8 @@ impl ControlPlane {
             .unwrap_or_else(|| "/".to_string());
         let state = AppState::new(AppInner {
             store,
-            node,
+            start_node: node,
+            ray,
             control: shared,
             telemetry: history,
             policy: args.policy.clone(),
@@ -279,10 +281,11 @@ impl ControlPlane {
 }
 
 /// Connects the Ray executor (`--executor ray`) and describes the Ray cluster's usable nodes
-/// as the pool of devices the loop schedules (docs/ray.md).
+/// as the pool of devices the loop starts with (it re-reads them every round; docs/ray.md).
 async fn ray_executor(
     args: &ServeArgs,
     data_dir: &Path,
+    grace: Duration,
     exits: mpsc::UnboundedSender<executor::ExitEvent>,
 ) -> anyhow::Result<(ray::RayExecutor, node::NodeInfo)> {
     let address = args
@@ -293,6 +296,7 @@ async fn ray_executor(
         address,
         data_dir: data_dir.to_path_buf(),
         poll: Duration::from_millis(500),
+        grace,
     };
     let executor =
         tokio::task::spawn_blocking(move || ray::RayExecutor::connect(&config, exits)).await??;
@@ -476,8 +480,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "policy: {}, {} {} device(s)",
         args.policy,
-        plane.state.node.capacity(),
-        plane.state.node.device_label
+        plane.state.node().capacity(),
+        plane.state.node().device_label
     );
     let router = plane.router.clone();
     axum::serve(listener, router)

@@ -14,6 +14,11 @@
 //! - **An attempt ends** when all its pieces have ended. When one piece fails, or its node
 //!   leaves the cluster, the others are stopped, and the attempt is reported once they are
 //!   all gone, so a restarted job never overlaps its previous attempt.
+//! - **Capacity** is re-read every round: the loop takes [`describe_pool`] of the nodes as
+//!   last polled (`Executor::pool`), so nodes that join or leave change what the policy
+//!   plans for; `/v1/nodes` lists each usable node ([`node_views`]).
+//! - **Grace**: each piece carries `RAY_JOB_STOP_WAIT_TIME_S` (the server's `--grace-period`)
+//!   in its runtime env, which Ray's job supervisor reads between SIGTERM and SIGKILL.
 //!
 //! All HTTP is blocking (ureq) on one monitor thread, fed by a command queue, so the loop's
 //! `start`/`stop` never wait for the network. The request and reply shaping is in small pure
@@ -22,7 +27,7 @@
 use crate::executor::{
     DeviceKind, Executor, ExecutorError, ExitEvent, ExitStatus, LaunchSpec, StartedProcess,
 };
-use adaptsched_api::env;
+use adaptsched_api::{GpuTelemetry, NodeTelemetry, NodeView, env};
 use adaptsched_store::DurableJobId;
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -41,6 +46,12 @@ pub const SLOT_RESOURCE: &str = "adaptsched_slot";
 pub const PIN_AMOUNT: f64 = 0.001;
 /// Metadata key carrying the server's data dir, to find our own Ray jobs after a restart.
 pub const META_DATA_DIR: &str = "adaptsched_data_dir";
+/// Seconds Ray's job supervisor waits between SIGTERM and SIGKILL when a job is stopped. It
+/// reads it from its own environment, which Ray builds from the submission's `runtime_env`,
+/// so setting it per piece carries `--grace-period` to Ray.
+pub const STOP_WAIT_VAR: &str = "RAY_JOB_STOP_WAIT_TIME_S";
+/// `gpu_type` of GPU nodes (Ray does not say which model the `GPU` resource counts).
+pub const RAY_GPU_LABEL: &str = "ray-gpu";
 
 // ---- pure shaping -------------------------------------------------------------------------
 
@@ -229,6 +240,13 @@ pub fn piece_env(
         }
     }
     vars
+}
+
+/// Sets [`STOP_WAIT_VAR`] to the grace period in whole seconds, rounded up (Ray parses an
+/// integer; rounding down would cut a job's checkpoint short).
+pub fn with_stop_wait(vars: &mut BTreeMap<String, String>, grace: Duration) {
+    let seconds = grace.as_secs_f64().ceil() as u64;
+    vars.insert(STOP_WAIT_VAR.to_string(), seconds.to_string());
 }
 
 /// One piece's submission.
@@ -503,7 +521,28 @@ struct RayJob {
 struct Shared {
     nodes: Vec<RayNode>,
     usage: HashMap<String, NodeUsage>,
+    /// When `usage` was read (seconds since the epoch).
+    usage_at: Option<f64>,
     jobs: HashMap<DurableJobId, RayJob>,
+}
+
+impl Shared {
+    fn nodes(&self) -> Vec<(RayNode, Option<NodeUsage>)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.clone(), self.usage.get(&n.node_id).cloned()))
+            .collect()
+    }
+
+    fn placements(&self) -> BTreeMap<DurableJobId, Vec<(String, u32)>> {
+        self.jobs
+            .iter()
+            .map(|(job, ray)| {
+                let pieces = ray.pieces.iter().map(|p| (p.node.clone(), p.devices));
+                (*job, pieces.collect())
+            })
+            .collect()
+    }
 }
 
 enum Command {
@@ -553,11 +592,85 @@ pub fn describe_pool(totals: &ClusterTotals) -> crate::node::NodeInfo {
         DeviceKind::Gpu => crate::node::describe_node(
             "ray",
             None,
-            Some((totals.devices, "ray-gpu")),
+            Some((totals.devices, RAY_GPU_LABEL)),
             cores,
             totals.memory_gb,
         ),
     }
+}
+
+/// `GET /v1/nodes` in Ray mode: one view per usable Ray node, with the devices adaptsched's
+/// running pieces hold there and Ray's reported use (read at `at`), so the dashboard and
+/// `adaptsched nodes` show the nodes jobs really run on rather than the one pool. Ray does
+/// not report per-job use on a node, so `telemetry.jobs` stays empty.
+pub fn node_views(
+    nodes: &[(RayNode, Option<NodeUsage>)],
+    placements: &BTreeMap<DurableJobId, Vec<(String, u32)>>,
+    at: Option<f64>,
+) -> Vec<NodeView> {
+    let mut held: HashMap<&str, u32> = HashMap::new();
+    for (node, devices) in placements.values().flatten() {
+        *held.entry(node.as_str()).or_default() += devices;
+    }
+    let usable: Vec<&(RayNode, Option<NodeUsage>)> = nodes
+        .iter()
+        .filter(|(n, _)| n.alive && n.slots > 0 && n.pin.is_some())
+        .collect();
+    let allocated = |n: &RayNode| held.get(n.name.as_str()).copied().unwrap_or(0);
+    let total_held: u32 = usable.iter().map(|(n, _)| allocated(n)).sum();
+    let total_slots: u32 = usable.iter().map(|(n, _)| n.slots).sum();
+    usable
+        .into_iter()
+        .map(|(node, usage)| {
+            let label = match node.kind {
+                DeviceKind::CpuSlot => crate::node::CPU_SLOT_TYPE,
+                DeviceKind::Gpu => RAY_GPU_LABEL,
+            };
+            let mine = allocated(node);
+            let telemetry = usage.as_ref().zip(at).map(|(usage, at)| NodeTelemetry {
+                at,
+                cpu_percent: usage.cpu_percent,
+                memory_used_gb: usage.memory_used_bytes / 1e9,
+                memory_total_gb: usage.memory_total_bytes / 1e9,
+                network: Vec::new(),
+                gpus: (!usage.gpus.is_empty()).then(|| {
+                    usage
+                        .gpus
+                        .iter()
+                        .enumerate()
+                        .map(|(index, (percent, used, total))| GpuTelemetry {
+                            index: index as u32,
+                            name: RAY_GPU_LABEL.to_string(),
+                            utilization_percent: *percent,
+                            memory_used_gb: used / 1e9,
+                            memory_total_gb: total / 1e9,
+                            temperature_c: None,
+                            power_w: None,
+                        })
+                        .collect()
+                }),
+                gpu_note: usage
+                    .gpus
+                    .is_empty()
+                    .then(|| "Ray reports no GPUs on this node".to_string()),
+                jobs: Vec::new(),
+            });
+            NodeView {
+                name: node.name.clone(),
+                gpu_type: label.to_string(),
+                gpus: node.slots,
+                gpus_allocated: mine,
+                cpu_cores: node.cpus,
+                memory_gb: node.memory_bytes / 1e9,
+                // p_i = (x_i/Σx)/(y_i/Σy), as for local nodes; absent while nothing runs.
+                balance_ratio: (total_held > 0).then(|| {
+                    (f64::from(mine) / f64::from(total_held))
+                        / (f64::from(node.slots) / f64::from(total_slots))
+                }),
+                telemetry,
+            }
+        })
+        .collect()
 }
 
 /// Runs jobs on a Ray cluster. See the module docs.
@@ -567,6 +680,7 @@ pub struct RayExecutor {
     commands: std::sync::mpsc::Sender<Command>,
     data_dir: PathBuf,
     tag: String,
+    grace: Duration,
 }
 
 /// Settings of the Ray executor.
@@ -577,6 +691,8 @@ pub struct RayConfig {
     pub data_dir: PathBuf,
     /// How often nodes, pieces and logs are polled.
     pub poll: Duration,
+    /// `--grace-period`: SIGTERM to SIGKILL when a piece is stopped ([`STOP_WAIT_VAR`]).
+    pub grace: Duration,
 }
 
 impl RayExecutor {
@@ -620,6 +736,7 @@ impl RayExecutor {
             commands,
             tag: data_dir_tag(&config.data_dir),
             data_dir: config.data_dir.clone(),
+            grace: config.grace,
         })
     }
 
@@ -630,12 +747,7 @@ impl RayExecutor {
 
     /// Known nodes (alive and dead) with their last reported use.
     pub fn nodes(&self) -> Vec<(RayNode, Option<NodeUsage>)> {
-        let shared = lock(&self.shared);
-        shared
-            .nodes
-            .iter()
-            .map(|n| (n.clone(), shared.usage.get(&n.node_id).cloned()))
-            .collect()
+        lock(&self.shared).nodes()
     }
 
     /// A handle that reads the nodes later (for telemetry).
@@ -651,19 +763,7 @@ impl RayExecutor {
 
     /// The nodes each running job's pieces are on (rank order).
     pub fn placements(&self) -> BTreeMap<DurableJobId, Vec<(String, u32)>> {
-        lock(&self.shared)
-            .jobs
-            .iter()
-            .map(|(job, ray)| {
-                (
-                    *job,
-                    ray.pieces
-                        .iter()
-                        .map(|p| (p.node.clone(), p.devices))
-                        .collect(),
-                )
-            })
-            .collect()
+        lock(&self.shared).placements()
     }
 }
 
@@ -675,12 +775,23 @@ pub struct RayWatcher {
 
 impl RayWatcher {
     pub fn nodes(&self) -> Vec<(RayNode, Option<NodeUsage>)> {
+        lock(&self.shared).nodes()
+    }
+
+    /// The usable nodes as `/v1/nodes` shows them (see [`node_views`]).
+    pub fn views(&self) -> Vec<NodeView> {
         let shared = lock(&self.shared);
-        shared
-            .nodes
-            .iter()
-            .map(|n| (n.clone(), shared.usage.get(&n.node_id).cloned()))
-            .collect()
+        node_views(&shared.nodes(), &shared.placements(), shared.usage_at)
+    }
+
+    /// The nodes each running job's pieces are on (rank order).
+    pub fn placements(&self) -> BTreeMap<DurableJobId, Vec<(String, u32)>> {
+        lock(&self.shared).placements()
+    }
+
+    /// When Ray's per-node use was last read (seconds since the epoch).
+    pub fn usage_at(&self) -> Option<f64> {
+        lock(&self.shared).usage_at
     }
 }
 
@@ -800,14 +911,18 @@ impl Executor for RayExecutor {
                     entrypoint: command.clone(),
                     resources,
                     gpus,
-                    env: piece_env(
-                        &launch.env,
-                        rank,
-                        world,
-                        &master_addr,
-                        *devices,
-                        ray_node.kind,
-                    ),
+                    env: {
+                        let mut vars = piece_env(
+                            &launch.env,
+                            rank,
+                            world,
+                            &master_addr,
+                            *devices,
+                            ray_node.kind,
+                        );
+                        with_stop_wait(&mut vars, self.grace);
+                        vars
+                    },
                     metadata,
                 },
                 node: name.clone(),
@@ -843,12 +958,19 @@ impl Executor for RayExecutor {
     }
 
     fn stop(&mut self, job: DurableJobId, _grace: Duration) {
-        // Ray sends SIGTERM, then SIGKILL after its own RAY_JOB_STOP_WAIT_TIME_S.
+        // Ray sends SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S, which each piece
+        // was submitted with (the grace of `RayConfig`).
         let _ = self.commands.send(Command::Stop(job));
     }
 
     fn pids(&self) -> Vec<(DurableJobId, u32)> {
         Vec::new()
+    }
+
+    /// The usable nodes as one pool, as last read: nodes that joined or left since the last
+    /// round change what the policy plans for.
+    fn pool(&self) -> Option<crate::node::NodeInfo> {
+        Some(describe_pool(&self.totals()))
     }
 }
 
@@ -959,7 +1081,9 @@ impl Monitor {
             Err(error) => self.warn_once(format!("reading the nodes: {error:#}")),
         }
         if let Ok(usage) = self.client.node_usage() {
-            lock(&self.shared).usage = usage;
+            let mut shared = lock(&self.shared);
+            shared.usage = usage;
+            shared.usage_at = Some(crate::control::wall_now());
         }
         let work: Vec<(DurableJobId, usize, String, String, bool, usize, PathBuf)> = {
             let shared = lock(&self.shared);
@@ -1292,6 +1416,101 @@ mod tests {
         assert_eq!(
             n1.gpus,
             vec![(80.0, 1024.0 * 1048576.0, 2048.0 * 1048576.0)]
+        );
+    }
+
+    #[test]
+    fn the_grace_period_reaches_rays_supervisor_in_whole_seconds_rounded_up() {
+        let mut vars = BTreeMap::from([(STOP_WAIT_VAR.to_string(), "3".to_string())]);
+        with_stop_wait(&mut vars, Duration::from_secs(30));
+        assert_eq!(vars[STOP_WAIT_VAR], "30");
+        with_stop_wait(&mut vars, Duration::from_secs_f64(2.1));
+        assert_eq!(vars[STOP_WAIT_VAR], "3");
+        with_stop_wait(&mut vars, Duration::ZERO);
+        assert_eq!(vars[STOP_WAIT_VAR], "0");
+        // It travels in the submission's runtime env, which Ray gives the supervisor too.
+        let body = submission_body(&Submission {
+            submission_id: "s".into(),
+            entrypoint: "true".into(),
+            resources: BTreeMap::new(),
+            gpus: 0.0,
+            env: vars,
+            metadata: BTreeMap::new(),
+        });
+        assert_eq!(body["runtime_env"]["env_vars"][STOP_WAIT_VAR], "0");
+    }
+
+    #[test]
+    fn each_usable_node_is_a_view_with_its_allocation_and_rays_use() {
+        let reply = nodes_reply(vec![
+            node_json(
+                "n1",
+                "10.0.0.1",
+                "ALIVE",
+                json!({"CPU": 2.0, "memory": 4e9, "adaptsched_slot": 2.0, "adaptsched_node_a": 1.0}),
+            ),
+            node_json(
+                "n2",
+                "10.0.0.2",
+                "ALIVE",
+                json!({"CPU": 8.0, "GPU": 2.0, "memory": 8e9, "node:10.0.0.2": 1.0}),
+            ),
+            node_json(
+                "n3",
+                "10.0.0.3",
+                "DEAD",
+                json!({"adaptsched_slot": 1.0, "adaptsched_node_c": 1.0}),
+            ),
+        ]);
+        let usage = parse_usage(&json!({"data": {"summary": [
+            {"raylet": {"nodeId": "n1"}, "cpu": 50.0, "mem": [16e9, 12e9, 25.0, 4e9]},
+            {"raylet": {"nodeId": "n2"}, "cpu": 10.0, "mem": [32e9, 30e9, 6.0, 2e9],
+             "gpus": [{"utilizationGpu": 90.0, "memoryUsed": 1000.0, "memoryTotal": 2000.0},
+                      {"utilizationGpu": 0.0, "memoryUsed": 0.0, "memoryTotal": 2000.0}]}
+        ]}}));
+        let nodes: Vec<(RayNode, Option<NodeUsage>)> = parse_nodes(&reply)
+            .unwrap()
+            .into_iter()
+            .map(|n| {
+                let u = usage.get(&n.node_id).cloned();
+                (n, u)
+            })
+            .collect();
+        let placements = BTreeMap::from([
+            (
+                DurableJobId(1),
+                vec![("a".to_string(), 1), ("10.0.0.2".to_string(), 2)],
+            ),
+            (DurableJobId(2), vec![("a".to_string(), 1)]),
+        ]);
+        let views = node_views(&nodes, &placements, Some(100.0));
+        let names: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["a", "10.0.0.2"], "the dead node is left out");
+        let (a, gpu) = (&views[0], &views[1]);
+        assert_eq!(
+            (a.gpu_type.as_str(), a.gpus, a.gpus_allocated),
+            ("cpu-slot", 2, 2)
+        );
+        assert_eq!((a.cpu_cores, a.memory_gb), (2.0, 4.0));
+        let t = a.telemetry.as_ref().unwrap();
+        assert_eq!((t.at, t.cpu_percent), (100.0, 50.0));
+        assert_eq!((t.memory_used_gb, t.memory_total_gb), (4.0, 16.0));
+        assert!(t.gpus.is_none() && t.gpu_note.is_some());
+        // Half of the held devices on half of the capacity: p = 1 on both.
+        assert_eq!(a.balance_ratio, Some(1.0));
+        assert_eq!(
+            (gpu.gpu_type.as_str(), gpu.gpus_allocated),
+            (RAY_GPU_LABEL, 2)
+        );
+        let gpus = gpu.telemetry.as_ref().unwrap().gpus.as_ref().unwrap();
+        assert_eq!(gpus.len(), 2);
+        assert_eq!(gpus[0].utilization_percent, 90.0);
+        assert!((gpus[0].memory_used_gb - 1.048576).abs() < 1e-9);
+        // Before Ray reported any use there is no telemetry; with nothing running, no balance.
+        let idle = node_views(&nodes, &BTreeMap::new(), None);
+        assert!(
+            idle.iter()
+                .all(|v| v.telemetry.is_none() && v.balance_ratio.is_none())
         );
     }
 

@@ -106,6 +106,9 @@ pub fn reconcile(
         .flat_map(|running| running.devices.iter().copied())
         .collect();
     let mut free: Vec<u32> = (0..capacity).filter(|d| !taken.contains(d)).collect();
+    // A pool that shrank below what runs (Ray nodes left) leaves held indices beyond
+    // `capacity`: never hand out more than the capacity minus what is held.
+    free.truncate(capacity.saturating_sub(taken.len() as u32) as usize);
     for (&job, want) in desired {
         if want.devices == 0 || actual.contains_key(&job) {
             continue;
@@ -208,6 +211,27 @@ mod tests {
             ]
         );
         assert!(result.deferred.is_empty());
+    }
+
+    #[test]
+    fn a_shrunken_pool_starts_nothing_beyond_its_capacity() {
+        // Four devices, job 1 on the upper two; the pool then shrinks to two.
+        let actual = BTreeMap::from([(id(1), running(&[2, 3]))]);
+        let desired = BTreeMap::from([(id(1), want(2)), (id(2), want(1))]);
+        let result = reconcile(2, &desired, &actual);
+        assert!(result.actions.is_empty(), "{result:?}");
+        assert_eq!(result.deferred, vec![id(2)]);
+        // Once it has exited, what is left is free again: job 1 restarts on it.
+        let result = reconcile(2, &desired, &BTreeMap::new());
+        assert_eq!(
+            result.actions,
+            vec![Action::Start {
+                job: id(1),
+                devices: vec![0, 1],
+                batch: None
+            }]
+        );
+        assert_eq!(result.deferred, vec![id(2)]);
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The state every HTTP handler shares: the store, this node, the scheduling loop's status,
+//! The state every HTTP handler shares: the store, the nodes, the scheduling loop's status,
 //! telemetry history and the server's settings.
 
 use crate::control::ControlShared;
 use crate::error::ApiError;
 use crate::node::NodeInfo;
+use crate::ray::RayWatcher;
 use crate::telemetry::SharedHistory;
 use adaptsched_store::Store;
 use std::ops::Deref;
@@ -15,7 +16,10 @@ pub struct AppState(Arc<AppInner>);
 
 pub struct AppInner {
     pub store: Arc<dyn Store>,
-    pub node: NodeInfo,
+    /// The devices offered at start; [`AppState::node`] is what the loop schedules now.
+    pub start_node: NodeInfo,
+    /// The Ray cluster's nodes (`--executor ray`), for `/v1/nodes` per Ray node.
+    pub ray: Option<RayWatcher>,
     pub control: Arc<ControlShared>,
     pub telemetry: SharedHistory,
     pub policy: String,
@@ -28,6 +32,14 @@ pub struct AppInner {
 impl AppState {
     pub fn new(inner: AppInner) -> Self {
         AppState(Arc::new(inner))
+    }
+
+    /// The devices the scheduling loop plans with now: fixed for the local machine, the Ray
+    /// cluster's usable nodes as of the last round with `--executor ray`.
+    pub fn node(&self) -> NodeInfo {
+        self.control
+            .node()
+            .unwrap_or_else(|| self.start_node.clone())
     }
 
     /// Runs a store call on the blocking pool: SQLite calls block (and fsync), and a handler

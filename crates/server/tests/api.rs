@@ -512,7 +512,7 @@ async fn the_telemetry_history_is_bounded_and_filtered_by_time() {
     let plane = adaptsched_server::ControlPlane::start(&args, "http://127.0.0.1:9")
         .await
         .unwrap();
-    let name = plane.state.node.node.name.clone();
+    let name = plane.state.node().node.name.clone();
     let path = format!("/v1/nodes/{name}/telemetry");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     let samples: Vec<adaptsched_api::NodeTelemetry> = loop {

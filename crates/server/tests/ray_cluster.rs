@@ -1,7 +1,10 @@
 //! The Ray executor against a real Ray cluster on loopback: a head and two workers, each with
 //! one `adaptsched_slot` and its own `adaptsched_node_<name>` resource (docs/ray.md). Shows a
 //! two-node job with its ranks on two Ray nodes, a job resized from one node to two that
-//! continues from its checkpoint, and a worker node killed mid-job (by process id) with the
+//! continues from its checkpoint, the local end-to-end scenarios (a job that finishes, one
+//! that fails, one cancelled within its grace period, bad submissions) with `/v1/nodes` per
+//! Ray node, a fourth node joining after the server starts (the pool grows to 4 devices and
+//! a job runs on it) and leaving, and a worker node killed mid-job (by process id) with the
 //! job finishing elsewhere from its checkpoint, never overlapping its previous attempt.
 //!
 //! Ray comes from `ADAPTSCHED_RAY_PYTHON` (a venv's python with `ray[default]`; `.ci/run`
@@ -10,6 +13,7 @@
 
 mod common;
 
+use adaptsched_api::{ClusterSummary, NodeView};
 use adaptsched_server::ray::RayClient;
 use adaptsched_server::{ControlPlane, ServeArgs};
 use common::{get, job, post, submit, wait_job_for};
@@ -121,7 +125,9 @@ impl RayCluster {
             // Notice a dead node within about two seconds.
             .env("RAY_health_check_period_ms", "500")
             .env("RAY_health_check_failure_threshold", "4")
-            .env("RAY_JOB_STOP_WAIT_TIME_S", "10")
+            // No RAY_JOB_STOP_WAIT_TIME_S here: the server's --grace-period reaches Ray
+            // through each piece's runtime env (Ray's default of 3 s would cut phase 3's
+            // trap short).
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -338,6 +344,216 @@ fn meta<'a>(piece: &'a Value, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// Polls `check` every 100 ms until it returns a value; fails naming `what` after `limit`.
+async fn poll<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the job printed `line` (a whole line: Ray's log also echoes the entrypoint, which
+/// holds the script's text).
+fn has_line(log: &str, line: &str) -> bool {
+    log.lines().any(|l| l.trim_end() == line)
+}
+
+fn sh(script: &str) -> Value {
+    json!(["sh", "-c", script])
+}
+
+async fn nodes_of(plane: &ControlPlane) -> Vec<NodeView> {
+    let reply = get(plane, "/v1/nodes").await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    reply.json()
+}
+
+async fn cluster_of(plane: &ControlPlane) -> ClusterSummary {
+    get(plane, "/v1/cluster").await.json()
+}
+
+/// What `crates/cli/tests/e2e_local.rs` shows locally, on Ray: a job that finishes with its
+/// output in its log, one that fails with its exit code, one cancelled while running (its
+/// Ray pieces stopped after a SIGTERM handled within `--grace-period`), bad submissions
+/// refused naming the field; and `/v1/nodes` listing the Ray nodes with their use.
+async fn phase_local_scenarios(plane: &ControlPlane, client: &RayClient) {
+    let token = plane.token.clone();
+    let dir = repo_root().display().to_string();
+    let spec = |script: &str| json!({"command": sh(script), "working_dir": dir, "max_retries": 0});
+    let ok = submit(
+        plane,
+        &token,
+        spec(r#"echo "sum=$((2 + 3)) rank=$RANK world=$WORLD_SIZE""#),
+    )
+    .await;
+    let failing = submit(plane, &token, spec("echo about to fail; exit 3")).await;
+    // SIGTERM starts a 4 s shutdown: longer than Ray's default 3 s, within our 10 s grace.
+    let long = submit(
+        plane,
+        &token,
+        spec(
+            "trap 'echo got-term; sleep 4; echo graceful-exit; exit 0' TERM; \
+             echo ready; while true; do sleep 0.2; done",
+        ),
+    )
+    .await;
+    let limit = Duration::from_secs(60);
+    let done =
+        |d: &adaptsched_api::JobDetail| d.summary.state != "running" && d.summary.state != "queued";
+    let detail = wait_job_for(plane, ok, "finished", limit, done).await;
+    assert_eq!(
+        (detail.summary.state.as_str(), detail.summary.exit_code),
+        ("succeeded", Some(0)),
+        "{detail:#?}"
+    );
+    let log = log_of(plane, ok).await;
+    assert!(has_line(&log, "sum=5 rank=0 world=1"), "{log:?}");
+    let detail = wait_job_for(plane, failing, "failed", limit, done).await;
+    assert_eq!(
+        (detail.summary.state.as_str(), detail.summary.exit_code),
+        ("failed", Some(3)),
+        "{detail:#?}"
+    );
+    let log = log_of(plane, failing).await;
+    assert!(has_line(&log, "about to fail"), "{log:?}");
+
+    // The long job runs on one Ray node: /v1/nodes shows that node's device taken, and
+    // Ray's reported use on every node.
+    poll("the long job running", limit, async || {
+        has_line(&log_of(plane, long).await, "ready").then_some(())
+    })
+    .await;
+    let piece = pieces(client, long)
+        .pop()
+        .expect("a Ray job for the long job");
+    assert_eq!(
+        piece.pointer("/runtime_env/env_vars/RAY_JOB_STOP_WAIT_TIME_S"),
+        Some(&json!("10")),
+        "the grace period travels with the piece: {piece:#}"
+    );
+    let on = meta(&piece, "adaptsched_node").to_string();
+    let nodes = poll(
+        "/v1/nodes with Ray's use of every node",
+        limit,
+        async || {
+            let nodes = nodes_of(plane).await;
+            nodes.iter().all(|n| n.telemetry.is_some()).then_some(nodes)
+        },
+    )
+    .await;
+    let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "b", "head"], "{nodes:#?}");
+    for node in &nodes {
+        assert_eq!((node.gpu_type.as_str(), node.gpus), ("cpu-slot", 1));
+        let telemetry = node.telemetry.as_ref().unwrap();
+        assert!(telemetry.memory_total_gb > 0.0, "{node:#?}");
+        let held = u32::from(node.name == on);
+        assert_eq!(node.gpus_allocated, held, "{on}: {nodes:#?}");
+    }
+    let history = get(plane, &format!("/v1/nodes/{on}/telemetry")).await;
+    assert_eq!(history.json::<Vec<Value>>().len(), 1, "{}", history.text());
+    let detail = job_detail(plane, long).await;
+    assert_eq!(detail.allocation.len(), 1, "{detail:#?}");
+    assert_eq!(detail.allocation[0].node, on);
+
+    let reply = post(plane, &format!("/v1/jobs/{long}/cancel"), json!({})).await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let stopped = poll(
+        "the cancelled job's Ray pieces stopped",
+        limit,
+        async || {
+            let all = pieces(client, long);
+            all.iter().all(|p| p["status"] == "STOPPED").then_some(all)
+        },
+    )
+    .await;
+    assert_eq!(stopped.len(), 1, "{stopped:#?}");
+    let detail = job_detail(plane, long).await;
+    assert_eq!(detail.summary.state, "cancelled", "{detail:#?}");
+    // Its piece has ended; its last output reaches the log with the executor's next poll.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = log_of(plane, long).await;
+        if has_line(&log, "got-term") && has_line(&log, "graceful-exit") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "killed before its grace period ended: {log:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Refused, naming the field: more devices than the Ray cluster has, an unknown field.
+    for (body, field) in [
+        (
+            json!({"command": ["true"], "min_gpus": 4, "max_gpus": 4}),
+            "min_gpus",
+        ),
+        (json!({"command": ["true"], "gpu": 1}), "gpu"),
+    ] {
+        let reply = post(plane, "/v1/jobs", body).await;
+        assert_eq!(reply.status.as_u16(), 400, "{}", reply.text());
+        let error: Value = reply.json();
+        assert_eq!(error["field"], field, "{error}");
+    }
+}
+
+async fn job_detail(plane: &ControlPlane, id: u64) -> adaptsched_api::JobDetail {
+    job(plane, id).await
+}
+
+/// A fourth raylet started after the server: the loop's pool grows from 3 to 4 devices and a
+/// four-device job is placed on all four nodes; the node then goes and the pool is 3 again.
+async fn phase_node_joins(plane: &ControlPlane, client: &RayClient, cluster: &mut RayCluster) {
+    tokio::task::block_in_place(|| {
+        cluster.add_worker("c");
+        cluster.wait_nodes(4);
+    });
+    let limit = Duration::from_secs(60);
+    poll("the pool grown to 4 devices", limit, async || {
+        let summary = cluster_of(plane).await;
+        (summary.gpus_total == 4 && summary.nodes == 4).then_some(())
+    })
+    .await;
+    assert!(nodes_of(plane).await.iter().any(|n| n.name == "c"));
+    let wide = submit(
+        plane,
+        &plane.token.clone(),
+        json!({"command": sh("echo placed rank=$RANK of $WORLD_SIZE"),
+               "working_dir": repo_root().display().to_string(),
+               "min_gpus": 4, "max_gpus": 4, "max_retries": 0}),
+    )
+    .await;
+    let detail = wait_job_for(plane, wide, "finished", limit, |d| {
+        d.summary.state != "running" && d.summary.state != "queued"
+    })
+    .await;
+    assert_eq!(detail.summary.state, "succeeded", "{detail:#?}");
+    let mut used: Vec<String> = pieces(client, wide)
+        .iter()
+        .map(|p| meta(p, "adaptsched_node").to_string())
+        .collect();
+    used.sort_unstable();
+    assert_eq!(used, ["a", "b", "c", "head"]);
+    let log = log_of(plane, wide).await;
+    assert!(has_line(&log, "placed rank=0 of 4"), "{log:?}");
+
+    tokio::task::block_in_place(|| cluster.kill_node("c"));
+    poll("the pool back to 3 devices", limit, async || {
+        let summary = cluster_of(plane).await;
+        (summary.gpus_total == 3 && summary.nodes == 3).then_some(())
+    })
+    .await;
+    assert!(nodes_of(plane).await.iter().all(|n| n.name != "c"));
+    assert_eq!(plane.state.node().capacity(), 3);
+}
+
 fn ray_args(dir: &Path, dashboard: &str) -> ServeArgs {
     ServeArgs {
         data_dir: Some(dir.to_path_buf()),
@@ -386,7 +602,7 @@ async fn jobs_run_resize_and_survive_a_lost_node_on_a_real_ray_cluster() {
         .await
         .unwrap();
     let server = tokio::spawn(axum::serve(listener, plane.router.clone()).into_future());
-    assert_eq!(plane.state.node.capacity(), 3, "one slot per Ray node");
+    assert_eq!(plane.state.node().capacity(), 3, "one slot per Ray node");
     let token = plane.token.clone();
 
     // 1. A two-node job: one piece per Ray node, ranks 0 and 1, trains to the end.
@@ -509,7 +725,18 @@ async fn jobs_run_resize_and_survive_a_lost_node_on_a_real_ray_cluster() {
         started.elapsed().as_secs_f64()
     );
 
-    // 3. A worker node dies mid-job: the job is stopped everywhere, restarted elsewhere from
+    phase_local_scenarios(&plane, &client).await;
+    eprintln!(
+        "phase 3 (finish, fail, cancel, bad submits) done at {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    phase_node_joins(&plane, &client, &mut cluster).await;
+    eprintln!(
+        "phase 4 (node c joined, used, removed) done at {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // 5. A worker node dies mid-job: the job is stopped everywhere, restarted elsewhere from
     //    its checkpoint, and finishes; its attempts never overlap.
     let c = submit(
         &plane,
@@ -578,7 +805,7 @@ async fn jobs_run_resize_and_survive_a_lost_node_on_a_real_ray_cluster() {
         .unwrap();
     assert!(later_start >= first_end, "attempts overlapped: {all:#?}");
     eprintln!(
-        "phase 3 (node {victim} killed) done at {:.1} s",
+        "phase 5 (node {victim} killed) done at {:.1} s",
         started.elapsed().as_secs_f64()
     );
     server.abort();
