@@ -94,7 +94,6 @@ fn log_events(data: &Path, id: u64) -> Vec<Value> {
 }
 
 #[test]
-#[ignore = "timing-dependent: on a loaded 2-core machine no job is shrunk on an arrival in most runs (issue 6 stays open); run with --ignored"]
 fn jobs_grow_shrink_rebatch_and_resume_from_checkpoints() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
