@@ -18,7 +18,11 @@ use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set by the first Ctrl-C.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The trainer and the client package, written into the demo's temp dir.
 const FILES: [(&str, &str); 8] = [
@@ -250,6 +254,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
             std::io::stdout().is_terminal()
         },
     };
+    // Ctrl-C ends the demo through its normal path (server stopped, temp dir removed); the
+    // server, in the same process group, gets the signal too and stops its jobs. A second
+    // Ctrl-C exits at once.
+    ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
     let dir = tempfile::Builder::new()
         .prefix("adaptsched-demo-")
         .tempdir()
@@ -274,6 +287,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if args.keep {
         let kept = dir.keep();
         out.line(&format!("kept the demo dir: {}", kept.display()));
+    }
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: the demo server and its jobs were stopped and the temp dir removed");
     }
     let summary = summary?;
     if args.json {
@@ -453,7 +469,7 @@ fn drive(
             last_plain = Instant::now();
             out.line(&progress_line(elapsed, &details, &nodes));
         }
-        if all_done {
+        if all_done || INTERRUPTED.load(Ordering::SeqCst) {
             break;
         }
         if started.elapsed() > DEADLINE {
