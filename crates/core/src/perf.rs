@@ -38,7 +38,10 @@ pub struct Observation {
     pub nodes: u32,
     pub replicas: u32,
     pub local_bsz: u32,
-    pub accum_step_time: f64,
+    /// `None` when the step's compute was not measured apart from its synchronization (a
+    /// multi-replica step without accumulation, where DDP overlaps the two): then only the
+    /// whole step informs the fit.
+    pub accum_step_time: Option<f64>,
     pub optim_step_time: f64,
 }
 
@@ -330,13 +333,26 @@ pub fn fit_perf_params(observations: &[Observation]) -> Option<PerfParams> {
         intra_node: observations.iter().any(|o| o.nodes == 1 && o.replicas > 1),
         retrogress: observations.iter().any(|o| o.replicas > 2),
     };
-    let mean_accum =
-        observations.iter().map(|o| o.accum_step_time).sum::<f64>() / observations.len() as f64;
-    let fixed_alpha_c = (!known.alpha_c).then_some(mean_accum / 2.0);
+    // The prior's step compute: the measured compute times, or whole steps without any.
+    let measured: Vec<f64> = observations
+        .iter()
+        .filter_map(|o| o.accum_step_time)
+        .collect();
+    let mean_accum = if measured.is_empty() {
+        observations.iter().map(|o| o.optim_step_time).sum::<f64>() / observations.len() as f64
+    } else {
+        measured.iter().sum::<f64>() / measured.len() as f64
+    };
+    // One local batch size seen: the fixed and per-sample parts of a step cannot be told
+    // apart, so each takes half of it (the prior), both fixed. Left free, β_c could settle
+    // where β_c·b ≪ α_c, a flat region of the objective, and the fit would miss the one
+    // step time it has seen and predict no speedup from a smaller local batch.
+    let fixed_compute =
+        (!known.alpha_c).then(|| (mean_accum / 2.0, mean_accum / 2.0 / f64::from(first_bsz)));
     // Free parameters, each optimized as the log of its excess over the lower bound (γ − 1 for γ).
-    let mut free: Vec<usize> = vec![1, 6];
+    let mut free: Vec<usize> = vec![6];
     if known.alpha_c {
-        free.push(0);
+        free.extend([0, 1]);
     }
     if known.inter_node {
         free.push(2);
@@ -354,7 +370,10 @@ pub fn fit_perf_params(observations: &[Observation]) -> Option<PerfParams> {
     let initial: [f64; 7] = [1e-1, 1e-2, 1e-1, 1e-2, 1e-1, 1e-2, 1.0 + 1e-3];
     let build = |x: &[f64]| -> PerfParams {
         let mut v = [LOWER, LOWER, LOWER, LOWER, LOWER, LOWER, 1.0];
-        v[0] = fixed_alpha_c.unwrap_or(LOWER);
+        if let Some((alpha_c, beta_c)) = fixed_compute {
+            v[0] = alpha_c;
+            v[1] = beta_c;
+        }
         for (slot, &index) in free.iter().enumerate() {
             v[index] = if index == 6 {
                 1.0 + 9.0 / (1.0 + (-x[slot]).exp())
@@ -395,16 +414,24 @@ pub fn fit_perf_params(observations: &[Observation]) -> Option<PerfParams> {
 
 fn fit_objective(p: &PerfParams, observations: &[Observation]) -> f64 {
     let n = observations.len() as f64;
-    let (mut accum_err, mut optim_err) = (0.0, 0.0);
+    let (mut accum_err, mut accum_n, mut optim_err) = (0.0, 0.0, 0.0);
     for o in observations {
         let accum = accum_time(p, f64::from(o.local_bsz));
         let optim = optim_time(p, accum, network_time(p, o.nodes, o.replicas));
-        accum_err += (accum.ln() - o.accum_step_time.max(1e-12).ln()).powi(2);
+        if let Some(measured) = o.accum_step_time {
+            accum_err += (accum.ln() - measured.max(1e-12).ln()).powi(2);
+            accum_n += 1.0;
+        }
         optim_err += (optim.ln() - o.optim_step_time.max(1e-12).ln()).powi(2);
     }
     let penalty = 1e-3 * (p.gamma - 1.0).powi(2)
         + 1e-2 * ((p.beta_n / p.alpha_n).powi(2) + (p.beta_r / p.alpha_r).powi(2));
-    let value = (accum_err / n).sqrt() + (optim_err / n).sqrt() + penalty;
+    let accum_rmse = if accum_n > 0.0 {
+        (accum_err / accum_n).sqrt()
+    } else {
+        0.0
+    };
+    let value = accum_rmse + (optim_err / n).sqrt() + penalty;
     if value.is_finite() { value } else { f64::MAX }
 }
 
@@ -577,7 +604,7 @@ mod tests {
             nodes,
             replicas,
             local_bsz,
-            accum_step_time: accum * (1.0 + noise),
+            accum_step_time: Some(accum * (1.0 + noise)),
             optim_step_time: optim_time(p, accum, network_time(p, nodes, replicas)) * (1.0 - noise),
         }
     }
@@ -619,9 +646,18 @@ mod tests {
     fn unidentifiable_parameters_keep_their_priors() {
         let one = [observe(&TRUE, 1, 1, 64, 0.0)];
         let fit = fit_perf_params(&one).expect("fits");
+        let close = |a: f64, b: f64, tolerance: f64| ((a - b) / b).abs() < tolerance;
         assert!(
             (fit.alpha_c - accum_time(&TRUE, 64.0) / 2.0).abs() < 1e-12,
             "α_c = half the step"
+        );
+        assert!(
+            close(accum_time(&fit, 64.0), accum_time(&TRUE, 64.0), 1e-9),
+            "the step it has seen is predicted exactly: {fit:?}"
+        );
+        assert!(
+            close(accum_time(&fit, 32.0), 0.75 * accum_time(&TRUE, 64.0), 1e-9),
+            "half the local batch, three quarters of the time (the prior's split)"
         );
         assert!(
             fit.alpha_r <= 1e-7 && fit.beta_r <= 1e-7,

@@ -53,11 +53,17 @@ pub fn observations(history: &[AllocationRecord], samples: &[MetricSample]) -> V
             // The step's compute is spread over its accumulation steps; the last one also
             // synchronizes gradients.
             let grad_time = ((sample.step_time - sample.sync_time) / steps).max(1e-9);
+            // Compute alone is measured on one replica, or in the micro-steps before the last.
+            // A multi-replica step without them is taken whole: DDP overlaps its all-reduce
+            // with backward (no sync_time to subtract), and replicas sharing a machine's
+            // cores slow each other's compute, which the model's per-sample compute does not
+            // describe.
+            let compute_measured = replicas == 1 || accumulation > 0;
             Some(Observation {
                 nodes: 1,
                 replicas,
                 local_bsz: local,
-                accum_step_time: grad_time,
+                accum_step_time: compute_measured.then_some(grad_time),
                 optim_step_time: (sample.step_time - f64::from(accumulation) * grad_time).max(1e-9),
             })
         })
@@ -86,7 +92,10 @@ pub fn per_configuration(observed: &[Observation]) -> Vec<Observation> {
             nodes,
             replicas,
             local_bsz,
-            accum_step_time: median(group.iter().map(|o| o.accum_step_time)),
+            accum_step_time: group
+                .iter()
+                .all(|o| o.accum_step_time.is_some())
+                .then(|| median(group.iter().filter_map(|o| o.accum_step_time))),
             optim_step_time: median(group.iter().map(|o| o.optim_step_time)),
         })
         .collect()
@@ -300,10 +309,13 @@ mod tests {
             "the report made while stopped is skipped"
         );
         assert_eq!((observed[0].replicas, observed[0].local_bsz), (1, 64));
-        assert!((observed[0].accum_step_time - 0.5).abs() < 1e-9);
+        assert!((observed[0].accum_step_time.unwrap() - 0.5).abs() < 1e-9);
         assert!((observed[0].optim_step_time - 0.5).abs() < 1e-9);
         assert_eq!((observed[1].replicas, observed[1].local_bsz), (2, 64));
-        assert!((observed[1].accum_step_time - 0.4).abs() < 1e-9);
+        assert_eq!(
+            observed[1].accum_step_time, None,
+            "two replicas, no accumulation: only the whole step is measured"
+        );
         assert!((observed[1].optim_step_time - 0.6).abs() < 1e-9);
     }
 
@@ -344,11 +356,11 @@ mod tests {
 
     #[test]
     fn each_configuration_is_fitted_from_the_median_of_its_steps() {
-        let step = |replicas, local_bsz, time| Observation {
+        let step = |replicas, local_bsz, time: f64| Observation {
             nodes: 1,
             replicas,
             local_bsz,
-            accum_step_time: time,
+            accum_step_time: (replicas == 1).then_some(time),
             optim_step_time: time + 0.5,
         };
         let observed = [
@@ -366,8 +378,15 @@ mod tests {
                 summary[0].accum_step_time,
                 summary[0].optim_step_time
             ),
-            (1, 2.0, 2.5)
+            (1, Some(2.0), 2.5)
         );
-        assert_eq!((summary[1].replicas, summary[1].accum_step_time), (2, 4.0));
+        assert_eq!(
+            (
+                summary[1].replicas,
+                summary[1].accum_step_time,
+                summary[1].optim_step_time
+            ),
+            (2, None, 4.5)
+        );
     }
 }

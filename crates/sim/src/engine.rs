@@ -349,7 +349,8 @@ fn observe(job: &mut SimJob<'_>, gpu_type: &GpuType, config: &RunConfig<'_>) {
         nodes,
         replicas,
         local_bsz: config.atomic_bsz,
-        accum_step_time: (step - sync).max(1e-9),
+        // Profiles measure sync apart from compute.
+        accum_step_time: Some((step - sync).max(1e-9)),
         optim_step_time: step.max(1e-9),
     });
     if let Some(fit) = fit_perf_params(observations) {
