@@ -15,13 +15,17 @@ checkpoints from rank 0, and on SIGTERM checkpoints and exits 0. By hand, withou
         python3 examples/ddp_trainer.py --epochs 3 --checkpoint-dir /tmp/ddp-ck
     torchrun --nproc-per-node 2 examples/ddp_trainer.py --epochs 3 --checkpoint-dir /tmp/ddp-ck
 
-This file is not run by CI (no torch there); ``mlp_trainer.py`` is the tested example.
+Rank 0 writes progress to stdout as JSON lines (``{"event": "start" | "step" | "stopped" |
+"done", ...}``), as ``mlp_trainer.py`` does. CI does not run this file (PyTorch from PyPI
+is about 5 GB with its CUDA libraries); ``crates/cli/tests/ddp_torch.rs`` runs it under
+``adaptsched serve`` where ``ADAPTSCHED_TORCH_PYTHON`` names a Python with torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -50,7 +54,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--initial-batch-size", type=int, default=128)
     parser.add_argument("--local-batch-size", type=int, default=64, help="standalone; the env wins")
     parser.add_argument("--checkpoint-dir", default="checkpoints")
+    parser.add_argument("--hidden", type=int, default=128, help="width of the hidden layer")
+    parser.add_argument("--log-every", type=int, default=20, help="steps between progress lines")
     return parser.parse_args()
+
+
+def emit(rank: int, event: str, **fields) -> None:
+    """One JSON progress line, from rank 0 only."""
+    if rank == 0:
+        print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def dataset(seed: int, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +106,8 @@ def main() -> int:
     device = torch.device("cuda", job.env.local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(1)  # one CPU slot per replica: one thread each
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")  # a lone standalone process needs them too
     os.environ.setdefault("MASTER_PORT", "29500")
     dist.init_process_group("nccl" if cuda else "gloo", rank=env.rank, world_size=env.world_size)
@@ -108,7 +122,8 @@ def main() -> int:
                                                   load=lambda file: torch.load(file, map_location=device))
 
     torch.manual_seed(args.seed)  # same initial weights everywhere; DDP also broadcasts them
-    model = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).to(device)
+    model = torch.nn.Sequential(torch.nn.Linear(32, args.hidden), torch.nn.ReLU(),
+                                torch.nn.Linear(args.hidden, 10)).to(device)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=args.lr)
     noise = GradientNoiseScale(ddp, local_batch, accumulation)
@@ -122,6 +137,7 @@ def main() -> int:
         optimizer.load_state_dict(saved["optimizer"])
         noise.load_state_dict(saved["noise"])
         samples, adascale.progress = saved["samples"], saved["progress"]
+    emit(rank, "start", step=step, resumed=resumed is not None, replicas=world, batch=global_batch)
 
     def state() -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "noise": noise.state_dict(),
@@ -130,6 +146,7 @@ def main() -> int:
     total = int(args.epochs * args.dataset_size)
     while samples < total:
         if stop_agreed(job.should_stop(), device):
+            emit(rank, "stopped", step=step)
             job.exit_for_resize(step, state())  # rank 0 saves; every rank exits 0
         started = time.perf_counter()
         order = torch.randperm(args.dataset_size, generator=torch.Generator().manual_seed(args.seed + step))
@@ -151,9 +168,14 @@ def main() -> int:
         # The loss is rank 0's share of the batch, which is what rank 0 can see without a sync.
         job.report(step, global_batch, loss_sum, time.perf_counter() - started, None, grad_sqr, grad_var,
                    batch_size=global_batch)
+        if step % args.log_every == 0:
+            emit(rank, "step", step=step, loss=loss_sum, step_time=time.perf_counter() - started,
+                 lr=optimizer.param_groups[0]["lr"],
+                 grad_sqr=grad_sqr, grad_var=grad_var)
         if step % 200 == 0:
             job.save(step, state())
     job.save(step, state())
+    emit(rank, "done", step=step, loss=loss_sum)
     job.flush()
     dist.destroy_process_group()
     return 0

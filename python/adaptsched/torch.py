@@ -50,7 +50,10 @@ class GradientNoiseScale:
         if self.world_size > 1:
             ddp_model.register_comm_hook(process_group, self._hook)
 
-    def _hook(self, process_group: Any, bucket: Any) -> torch.futures.Future:
+    # Unannotated on purpose: DDP rejects a hook whose annotations are not exactly
+    # dist.GradBucket and Future[Tensor], and `from __future__ import annotations` turns
+    # them into strings.
+    def _hook(self, process_group, bucket):  # type: ignore[no-untyped-def]
         buffer = bucket.buffer()
         # Accumulate on the device: no host sync inside backward.
         norm = buffer.detach().float().pow(2).sum()
