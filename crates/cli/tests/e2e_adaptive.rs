@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Server, cli_json, cli_ok, explain, show, state_of, wait_for_explained};
+use common::{Server, cli_json, cli_ok, explain, is_terminal, show, state_of, wait_for_explained};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ fn jobs_grow_shrink_rebatch_and_resume_from_checkpoints() {
     let held = |id: u64| show(&data, id)["gpus"].as_u64().unwrap_or(0);
 
     // A alone: the policy grows it past one slot once it has a model.
-    let a = submit_trainer(&data, &work, "a", (1, 4), 64, 40.0, 1);
+    let a = submit_trainer(&data, &work, "a", (1, 4), 64, 80.0, 1);
     wait("job a to grow past one slot", 40, &mut || {
         (held(a) >= 2).then_some(())
     });
@@ -116,7 +116,12 @@ fn jobs_grow_shrink_rebatch_and_resume_from_checkpoints() {
     let b = submit_trainer(&data, &work, "b", (1, 4), 32, 6.0, 2);
     // Once a's attempt has run its minimum run time (10 restart costs), it gives slots up.
     wait("job a to shrink and b to run", 60, &mut || {
-        (held(a) < grown && held(b) >= 1).then_some(())
+        let state = state_of(&show(&data, a)).to_string();
+        assert!(
+            !is_terminal(&state),
+            "job a ended ({state}) before it gave up slots: make it longer"
+        );
+        (state == "running" && held(a) < grown && held(b) >= 1).then_some(())
     });
     // C (one slot) and D arrive; then everything runs to completion, and as jobs finish the
     // remaining ones grow.

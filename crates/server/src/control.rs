@@ -260,9 +260,11 @@ pub struct ControlLoop {
     models: BTreeMap<DurableJobId, JobModel>,
     /// Active jobs of the last round, to notice arrivals and departures.
     last_active: BTreeSet<DurableJobId>,
-    /// The latest change of the job mix ("job 3 finished"), cited as the reason of the
-    /// adaptations it leads to.
-    last_change: Option<String>,
+    /// The latest arrivals and departures of jobs ("job 3 finished") with when they were
+    /// seen, cited as the reason of the adaptations they lead to: a departure for a growth,
+    /// an arrival for a shrink or preemption.
+    last_arrival: Option<(f64, String)>,
+    last_departure: Option<(f64, String)>,
     /// When each running attempt started (wall clock), and its measured restart cost.
     started_at: BTreeMap<DurableJobId, f64>,
     restart_costs: BTreeMap<DurableJobId, f64>,
@@ -308,7 +310,8 @@ impl ControlLoop {
             wake_at: None,
             models: BTreeMap::new(),
             last_active: BTreeSet::new(),
-            last_change: None,
+            last_arrival: None,
+            last_departure: None,
             started_at: BTreeMap::new(),
             restart_costs: BTreeMap::new(),
         }
@@ -655,17 +658,29 @@ impl ControlLoop {
             .difference(&self.last_active)
             .map(|id| format!("job {id}"))
             .collect();
-        let mut parts = Vec::new();
+        let at = wall_now();
         if !left.is_empty() {
-            parts.push(format!("{} finished", left.join(", ")));
+            self.last_departure = Some((at, format!("{} finished", left.join(", "))));
         }
         if !arrived.is_empty() {
-            parts.push(format!("{} arrived", arrived.join(", ")));
-        }
-        if !parts.is_empty() {
-            self.last_change = Some(parts.join("; "));
+            self.last_arrival = Some((at, format!("{} arrived", arrived.join(", "))));
         }
         self.last_active = now;
+    }
+
+    /// The reason an adaptation cites: the latest departure (`growing`) or arrival, if it
+    /// was recent enough to have led to it (a shrink can wait out the minimum run time),
+    /// else the fitted model.
+    fn cause(&self, growing: bool) -> String {
+        let change = if growing {
+            &self.last_departure
+        } else {
+            &self.last_arrival
+        };
+        change
+            .as_ref()
+            .filter(|(at, _)| wall_now() - at <= MIN_RUN_MAX_S + self.config.interval.as_secs_f64())
+            .map_or_else(|| "fitted goodput".to_string(), |(_, what)| what.clone())
     }
 
     /// Plural device word for messages: "cpu-slots", "GPUs".
@@ -700,12 +715,9 @@ impl ControlLoop {
         desired: &BTreeMap<DurableJobId, DesiredJob>,
     ) -> (&'static str, String) {
         let word = self.devices_word();
-        let change = self
-            .last_change
-            .clone()
-            .unwrap_or_else(|| "fitted goodput".to_string());
         match reason {
             StopReason::Resize { from, to } => {
+                let change = self.cause(to > from);
                 let gain = match self.goodput_change(job, to) {
                     Some(gain) => format!(", goodput {gain:.2}×"),
                     None => String::new(),
@@ -719,6 +731,7 @@ impl ControlLoop {
                 )
             }
             StopReason::NotPlanned if active => {
+                let change = self.cause(false);
                 let held = self.actual.get(&job).map_or(0, |a| a.devices.len());
                 (
                     "preempt",
