@@ -570,6 +570,87 @@ fn ray_args(dir: &Path, dashboard: &str) -> ServeArgs {
     }
 }
 
+/// 6. What `crates/cli/tests/e2e_crash.rs` shows locally: the server dies (its loop and API
+///    aborted, its Ray jobs left running) mid-job and a new one starts on the same data dir.
+///    The new server stops the leftover Ray job before anything else, queues the job again,
+///    and it finishes from its checkpoint; no piece of the new attempt runs while one of the
+///    old does. Returns the new server.
+async fn phase_server_crash(
+    plane: ControlPlane,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: &RayClient,
+    dir: &Path,
+    dashboard: &str,
+    python: &Path,
+) -> (ControlPlane, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let token = plane.token.clone();
+    let d = submit(
+        &plane,
+        &token,
+        json!({"command": trainer(python, &["--epochs", "150", "--log-every", "10", "--checkpoint-every", "5"]),
+               "working_dir": repo_root().display().to_string(),
+               "min_gpus": 2, "max_gpus": 2}),
+    )
+    .await;
+    poll(
+        "job d to reach step 20",
+        Duration::from_secs(120),
+        async || {
+            let log = events(&log_of(&plane, d).await);
+            log.iter()
+                .any(|e| e["event"] == "step" && e["step"].as_u64() >= Some(20))
+                .then_some(())
+        },
+    )
+    .await;
+    server.abort();
+    plane.abandon().await;
+    assert!(
+        pieces(client, d).iter().any(|p| p["status"] == "RUNNING"),
+        "a crash leaves the Ray job running"
+    );
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let plane = ControlPlane::start(&ray_args(dir, dashboard), &url)
+        .await
+        .unwrap();
+    let server = tokio::spawn(axum::serve(listener, plane.router.clone()).into_future());
+    let detail = wait_job_for(
+        &plane,
+        d,
+        "finished after the restart",
+        Duration::from_secs(180),
+        |detail| detail.summary.state != "running" && detail.summary.state != "queued",
+    )
+    .await;
+    assert_eq!(detail.summary.state, "succeeded", "{detail:#?}");
+    let log = events(&log_of(&plane, d).await);
+    let starts: Vec<&Value> = log.iter().filter(|e| e["event"] == "start").collect();
+    assert!(starts.len() >= 2, "{log:?}");
+    let resumed = starts.last().unwrap();
+    assert_eq!(resumed["resumed"], true, "{log:?}");
+    assert!(
+        resumed["step"].as_u64() >= Some(20),
+        "resumed from its checkpoint: {log:?}"
+    );
+    let all = pieces(client, d);
+    let first_end = all
+        .iter()
+        .filter(|p| meta(p, "adaptsched_attempt") == "1")
+        .map(|p| p["end_time"].as_u64().expect("the old pieces were stopped"))
+        .max()
+        .unwrap();
+    let later_start = all
+        .iter()
+        .filter(|p| meta(p, "adaptsched_attempt") != "1")
+        .map(|p| p["start_time"].as_u64().unwrap())
+        .min()
+        .expect("a new attempt");
+    assert!(later_start >= first_end, "attempts overlapped: {all:#?}");
+    (plane, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_resize_and_survive_a_lost_node_on_a_real_ray_cluster() {
     let Some(python) = std::env::var_os(RAY_PYTHON).filter(|p| !p.is_empty()) else {
@@ -806,6 +887,19 @@ async fn jobs_run_resize_and_survive_a_lost_node_on_a_real_ray_cluster() {
     assert!(later_start >= first_end, "attempts overlapped: {all:#?}");
     eprintln!(
         "phase 5 (node {victim} killed) done at {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let (plane, server) = phase_server_crash(
+        plane,
+        server,
+        &client,
+        dir.path(),
+        &cluster.dashboard,
+        &python,
+    )
+    .await;
+    eprintln!(
+        "phase 6 (server crashed mid-job, restarted) done at {:.1} s",
         started.elapsed().as_secs_f64()
     );
     server.abort();
