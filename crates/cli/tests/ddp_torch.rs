@@ -10,8 +10,9 @@
 
 mod common;
 
-use common::{Server, cli_json, cli_ok, explain, show, state_of, wait_for_explained};
-use serde_json::Value;
+use common::{
+    Server, cli_ok, explain, log_events, show, state_of, submit_file, wait_for_explained,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,22 +24,6 @@ fn example(name: &str) -> String {
         .unwrap()
         .display()
         .to_string()
-}
-
-fn submit(data: &Path, work: &Path, request: Value) -> u64 {
-    let file = work.join(format!("{}.json", request["name"].as_str().unwrap()));
-    std::fs::write(&file, request.to_string()).unwrap();
-    cli_json(data, &["submit", "--json", "-f", file.to_str().unwrap()])["id"]
-        .as_u64()
-        .expect("an id")
-}
-
-/// The trainer's JSON lines from its log.
-fn log_events(data: &Path, id: u64) -> Vec<Value> {
-    cli_ok(data, &["logs", &id.to_string()])
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
 }
 
 #[test]
@@ -58,10 +43,10 @@ fn the_ddp_trainer_grows_resumes_and_reports_its_noise_scale() {
     // A pure-Python job holding three of the four slots for a few seconds. The DDP job must
     // run long enough next to its restart cost (torch's import) for a restart to pay: the
     // policy grows it once it is about 5 restart costs old.
-    let blocker = submit(
+    let blocker = submit_file(
         &data,
         &work,
-        serde_json::json!({
+        &serde_json::json!({
             "name": "blocker",
             "command": ["python3", example("mlp_trainer.py"), "--dataset-size", "2048",
                         "--epochs", "3", "--log-every", "50"],
@@ -75,10 +60,10 @@ fn the_ddp_trainer_grows_resumes_and_reports_its_noise_scale() {
     wait("the blocker to run", 30, &mut || {
         (state_of(&show(&data, blocker)) == "running").then_some(())
     });
-    let ddp = submit(
+    let ddp = submit_file(
         &data,
         &work,
-        serde_json::json!({
+        &serde_json::json!({
             "name": "ddp",
             "command": [python, example("ddp_trainer.py"), "--dataset-size", "16384",
                         "--epochs", "100", "--hidden", "2048", "--log-every", "50"],

@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{Server, cli_json, cli_ok, explain, is_terminal, show, state_of, wait_for_explained};
+use common::{
+    Server, explain, is_terminal, log_events, show, state_of, submit_file, wait_for_explained,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,10 +45,7 @@ fn submit_trainer(
         "max_gpus": slots.1,
         "batch": {"initial": initial, "max": 1024, "min_local": 8, "max_local": 512},
     });
-    let file = work.join(format!("{name}.json"));
-    std::fs::write(&file, request.to_string()).unwrap();
-    let reply = cli_json(data, &["submit", "--json", "-f", file.to_str().unwrap()]);
-    reply["id"].as_u64().expect("an id")
+    submit_file(data, work, &request)
 }
 
 fn events(job: &Value) -> Vec<(String, String)> {
@@ -82,14 +81,6 @@ fn batch_sizes(job: &Value) -> Vec<u64> {
         .iter()
         .filter(|c| c["allocation"].as_array().is_some_and(|a| !a.is_empty()))
         .filter_map(|c| c["batch"]["global_batch_size"].as_u64())
-        .collect()
-}
-
-/// The trainer's JSON lines (`{"event": ...}`) from its stdout log.
-fn log_events(data: &Path, id: u64) -> Vec<Value> {
-    cli_ok(data, &["logs", &id.to_string()])
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
 }
 

@@ -143,6 +143,28 @@ pub fn submit(data_dir: &Path, flags: &[&str], argv: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("no id in {reply}"))
 }
 
+/// `submit --json -f FILE` with `request` written to `<work>/<name>.json`; returns the id.
+pub fn submit_file(data_dir: &Path, work: &Path, request: &serde_json::Value) -> u64 {
+    let name = request["name"].as_str().expect("the request has a name");
+    let file = work.join(format!("{name}.json"));
+    std::fs::write(&file, request.to_string()).unwrap();
+    let reply = cli_json(
+        data_dir,
+        &["submit", "--json", "-f", file.to_str().unwrap()],
+    );
+    reply["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no id in {reply}"))
+}
+
+/// The JSON lines (`{"event": ...}`) a job printed to its log.
+pub fn log_events(data_dir: &Path, id: u64) -> Vec<serde_json::Value> {
+    cli_ok(data_dir, &["logs", &id.to_string()])
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
 pub fn show(data_dir: &Path, id: u64) -> serde_json::Value {
     cli_json(data_dir, &["show", &id.to_string(), "--json"])
 }
