@@ -70,8 +70,8 @@ pub fn observations(history: &[AllocationRecord], samples: &[MetricSample]) -> V
         .collect()
 }
 
-/// One observation per configuration (nodes, replicas, local batch) with the median times of
-/// its reports, as Pollux keeps one profile entry per configuration: every configuration the
+/// One observation per configuration (nodes, replicas, local batch) with the interquartile
+/// mean times of its reports, as Pollux keeps one profile entry per configuration: every configuration the
 /// job ran on weighs the same in the fit however long it ran there, and steps slowed by a
 /// neighbour on the machine or a checkpoint write do not bend the model.
 pub fn per_configuration(observed: &[Observation]) -> Vec<Observation> {
@@ -95,22 +95,22 @@ pub fn per_configuration(observed: &[Observation]) -> Vec<Observation> {
             accum_step_time: group
                 .iter()
                 .all(|o| o.accum_step_time.is_some())
-                .then(|| median(group.iter().filter_map(|o| o.accum_step_time))),
-            optim_step_time: median(group.iter().map(|o| o.optim_step_time)),
+                .then(|| interquartile_mean(group.iter().filter_map(|o| o.accum_step_time))),
+            optim_step_time: interquartile_mean(group.iter().map(|o| o.optim_step_time)),
         })
         .collect()
 }
 
-/// The median (the mean of the middle two for an even count); `values` is not empty.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+/// The interquartile mean: the mean of the middle half of `values` (not empty). Robust to
+/// outliers like a median (a step stalled by a checkpoint write), and, unlike a median, it
+/// moves smoothly when a machine alternates between a fast and a slow spell (as shared VMs
+/// do), instead of jumping to whichever spell holds the majority.
+pub fn interquartile_mean(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[middle]
-    } else {
-        (values[middle - 1] + values[middle]) / 2.0
-    }
+    let quarter = values.len() / 4;
+    let middle = &values[quarter..values.len() - quarter];
+    middle.iter().sum::<f64>() / middle.len() as f64
 }
 
 /// The latest reported gradient statistics.
@@ -355,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn each_configuration_is_fitted_from_the_median_of_its_steps() {
+    fn each_configuration_is_fitted_from_the_interquartile_mean_of_its_steps() {
         let step = |replicas, local_bsz, time: f64| Observation {
             nodes: 1,
             replicas,
@@ -369,6 +369,7 @@ mod tests {
             step(1, 32, 9.0), // a step slowed by a neighbour
             step(1, 32, 2.0),
             step(2, 16, 5.0),
+            step(1, 32, 2.0),
         ];
         let summary = per_configuration(&observed);
         assert_eq!(summary.len(), 2);
@@ -388,5 +389,7 @@ mod tests {
             ),
             (2, None, 4.5)
         );
+        let spells = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 80.0];
+        assert_eq!(interquartile_mean(spells.into_iter()), 4.5);
     }
 }

@@ -6,7 +6,7 @@
 use adaptsched_api::BatchSpec;
 use adaptsched_core::plan::BatchDecision;
 use adaptsched_core::{Allocation, NodeId};
-use adaptsched_server::model::{job_model, predicted_step_time};
+use adaptsched_server::model::{interquartile_mean, job_model, predicted_step_time};
 use adaptsched_store::{AllocationRecord, DurableJobId, MetricSample};
 
 /// The allocation in effect from `at`: `replicas` devices, `local` samples each.
@@ -59,19 +59,14 @@ fn run_trainer(replicas: u32, batch: u32, steps: u32, dir: &std::path::Path) -> 
 }
 
 /// Bursts per configuration and steps per burst (the first 3 of each are warm-up).
-const BURSTS: usize = 6;
-const BURST_STEPS: u32 = 11;
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
+const BURSTS: usize = 12;
+const BURST_STEPS: u32 = 9;
 
 /// The fitted throughput model predicts the real trainer's step time within 15% on the
 /// allocations it has seen: the trainer (real gradients, pure Python, one worker process
 /// per replica) runs standalone on several (replicas, batch) configurations, its step
 /// times become reports under the matching allocation records, and the fit (the
-/// simulator's `fit_perf_params`) is compared with the mean measured step time of each.
+/// simulator's `fit_perf_params`) is compared with the interquartile mean step time of each.
 #[test]
 fn the_fit_predicts_the_real_trainers_step_times() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,9 +110,9 @@ fn the_fit_predicts_the_real_trainers_step_times() {
                 at: at + 1.0 + i as f64,
             });
         }
-        // The typical step: the fit minimizes log error over all steps, and a step slowed
-        // by a neighbour on the machine says nothing about the allocation.
-        measured.push(median(steps.iter().map(|s| s.0).collect()));
+        // The typical step, as the fit sees it (each configuration's interquartile mean): a
+        // step slowed by a neighbour on the machine says nothing about the allocation.
+        measured.push(interquartile_mean(steps.iter().map(|s| s.0)));
     }
     let (model, count) = job_model(Some(&spec), &history, &samples);
     assert_eq!(count, samples.len());
