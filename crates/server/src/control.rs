@@ -706,6 +706,12 @@ impl ControlLoop {
         (now > 0.0).then(|| next / now)
     }
 
+    /// ", goodput 1.70×" for an event message, or nothing without a fitted model.
+    fn gain_text(&self, job: DurableJobId, to: u32) -> String {
+        self.goodput_change(job, to)
+            .map_or_else(String::new, |gain| format!(", goodput {gain:.2}×"))
+    }
+
     /// The event kind and message of a stop: what changes, and why.
     fn describe_stop(
         &self,
@@ -718,10 +724,7 @@ impl ControlLoop {
         match reason {
             StopReason::Resize { from, to } => {
                 let change = self.cause(to > from);
-                let gain = match self.goodput_change(job, to) {
-                    Some(gain) => format!(", goodput {gain:.2}×"),
-                    None => String::new(),
-                };
+                let gain = self.gain_text(job, to);
                 (
                     "resize",
                     format!(
@@ -752,10 +755,7 @@ impl ControlLoop {
                     |b| (b.local_batch_size * (b.accumulation_steps + 1) * replicas).to_string(),
                 );
                 let noise = self.noise_text(job);
-                let gain = match self.goodput_change(job, replicas) {
-                    Some(gain) => format!(", goodput {gain:.2}×"),
-                    None => String::new(),
-                };
+                let gain = self.gain_text(job, replicas);
                 (
                     "rebatch",
                     format!(
