@@ -516,6 +516,19 @@ struct RayJob {
     stderr: PathBuf,
 }
 
+impl RayJob {
+    /// How the pieces that have ended ended.
+    fn ended(&self) -> Vec<ExitStatus> {
+        self.pieces
+            .iter()
+            .filter_map(|p| match p.state {
+                PieceState::Ended(status) => Some(status),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// What the executor and its monitor thread share.
 #[derive(Default)]
 struct Shared {
@@ -1164,14 +1177,7 @@ impl Monitor {
         {
             let shared = lock(&self.shared);
             for (job, ray) in &shared.jobs {
-                let statuses: Vec<ExitStatus> = ray
-                    .pieces
-                    .iter()
-                    .filter_map(|p| match p.state {
-                        PieceState::Ended(status) => Some(status),
-                        _ => None,
-                    })
-                    .collect();
+                let statuses = ray.ended();
                 if statuses.len() == ray.pieces.len() {
                     ended.push(*job);
                 } else if !ray.stopping && statuses.iter().any(|s| !s.success()) {
@@ -1187,14 +1193,7 @@ impl Monitor {
             let Some(ray) = lock(&self.shared).jobs.remove(&job) else {
                 continue;
             };
-            let statuses: Vec<ExitStatus> = ray
-                .pieces
-                .iter()
-                .filter_map(|p| match p.state {
-                    PieceState::Ended(status) => Some(status),
-                    _ => None,
-                })
-                .collect();
+            let statuses = ray.ended();
             let _ = self.exits.send(ExitEvent {
                 job,
                 attempt: ray.attempt,
