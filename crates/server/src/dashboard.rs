@@ -109,16 +109,7 @@ pub async fn job_metrics(
         samples
             .into_iter()
             .take(limit)
-            .map(|sample| StepReport {
-                step: sample.step,
-                samples: sample.samples,
-                loss: sample.loss,
-                step_time: sample.step_time,
-                sync_time: Some(sample.sync_time),
-                grad_sqr: sample.grad_sqr,
-                grad_var: sample.grad_var,
-                batch_size: None,
-            })
+            .map(|sample| crate::http::step_report(&sample))
             .collect(),
     ))
 }

@@ -329,17 +329,22 @@ async fn show_job(
             })
             .collect(),
         model,
-        last_report: samples.last().map(|sample| StepReport {
-            step: sample.step,
-            samples: sample.samples,
-            loss: sample.loss,
-            step_time: sample.step_time,
-            sync_time: Some(sample.sync_time),
-            grad_sqr: sample.grad_sqr,
-            grad_var: sample.grad_var,
-            batch_size: None,
-        }),
+        last_report: samples.last().map(step_report),
     }))
+}
+
+/// A stored step report as the API shows it.
+pub fn step_report(sample: &adaptsched_store::MetricSample) -> StepReport {
+    StepReport {
+        step: sample.step,
+        samples: sample.samples,
+        loss: sample.loss,
+        step_time: sample.step_time,
+        sync_time: Some(sample.sync_time),
+        grad_sqr: sample.grad_sqr,
+        grad_var: sample.grad_var,
+        batch_size: None,
+    }
 }
 
 async fn cancel_job(
