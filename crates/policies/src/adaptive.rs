@@ -1,10 +1,11 @@
 //! `adaptive`: our policy. One multiple-choice knapsack per round over every job's (GPU type,
 //! GPU count) options (Sia's structure and solver), valued by goodput speedup from the job's
 //! online-fitted model with batch-size co-adaptation (Pollux), with a utilitarian exponent
-//! (p = 0.5), fast first grants, restart-cost discounting with hysteresis, and a starvation
-//! guard that raises a waiting job's weight with its wait. Least-attained-service and
-//! history-predicted-remaining weights (Tiresias-style) are available and measured in
-//! docs/adaptive.md, off by default. It reads only what a live scheduler knows: fitted models,
+//! (p = 0.5), fast first grants (up to the user's request), restart-cost discounting with
+//! hysteresis, and, when jobs outnumber GPUs, an admission order by response ratio (waited
+//! over expected remaining service, learned from finished jobs of the same application).
+//! Least-attained-service weights on shares (Tiresias-style) are measured in docs/adaptive.md
+//! and off by default. It reads only what a live scheduler knows: fitted models,
 //! attained service, restarts and their measured cost, and what finished jobs needed.
 
 use crate::placement::FreeResources;
@@ -33,6 +34,8 @@ pub struct AdaptiveConfig {
     pub growth: u32,
     /// ...but always to this many (a job's model cannot know its scaling before it scales).
     pub min_grant: u32,
+    /// ...and to the GPUs the user requested: a request is what its owner expects to use.
+    pub grant_requested: bool,
     /// Predict remaining service from finished jobs of the same application.
     pub history: bool,
     /// Finished jobs needed before the history is trusted.
@@ -47,6 +50,17 @@ pub struct AdaptiveConfig {
     /// grows by 1 every this many seconds it waits (0: off), so no job waits forever behind
     /// jobs with more goodput to gain.
     pub starvation_scale_s: f64,
+    /// Ablation bound only: read the simulator's hidden remaining time instead of the
+    /// history/LAS estimate, to measure what a perfect size predictor could buy.
+    pub oracle_bound: bool,
+    /// Admission priority when jobs outnumber GPUs (0: off): every allocated option of a job
+    /// gains `admit_weight × ln((waited − grace + floor) / (expected remaining + floor))`, plus
+    /// `ln(admit_incumbency)` while it runs. Constant over a job's options, it leaves the
+    /// shares of running jobs alone and only decides who waits: long expected jobs first,
+    /// short or long-waiting ones last (highest response ratio next).
+    pub admit_weight: f64,
+    pub admit_floor_s: f64,
+    pub admit_incumbency: f64,
 }
 
 impl Default for AdaptiveConfig {
@@ -59,11 +73,16 @@ impl Default for AdaptiveConfig {
             restart_aware: true,
             growth: 2,
             min_grant: 4,
+            grant_requested: true,
             history: true,
-            history_min: 3,
+            history_min: 1,
             restart_horizon: 10.0,
             restart_by_remaining: false,
-            starvation_scale_s: 600.0,
+            starvation_scale_s: 0.0,
+            oracle_bound: false,
+            admit_weight: 1.0,
+            admit_floor_s: 300.0,
+            admit_incumbency: 2.0,
         }
     }
 }
@@ -89,11 +108,16 @@ impl AdaptiveConfig {
                 "restart_aware" => self.restart_aware = number()? != 0.0,
                 "growth" => self.growth = number()? as u32,
                 "min_grant" => self.min_grant = number()? as u32,
+                "grant_requested" => self.grant_requested = number()? != 0.0,
                 "history" => self.history = number()? != 0.0,
                 "history_min" => self.history_min = number()? as usize,
                 "restart_horizon" => self.restart_horizon = number()?,
                 "restart_by_remaining" => self.restart_by_remaining = number()? != 0.0,
                 "starvation_scale_s" => self.starvation_scale_s = number()?,
+                "oracle_bound" => self.oracle_bound = number()? != 0.0,
+                "admit_weight" => self.admit_weight = number()?,
+                "admit_floor_s" => self.admit_floor_s = number()?,
+                "admit_incumbency" => self.admit_incumbency = number()?,
                 other => return Err(format!("unknown adaptive setting {other:?}")),
             }
         }
@@ -151,6 +175,9 @@ impl Adaptive {
     /// longer than it has so far; with no such history, as much again as it attained (LAS).
     fn expected_remaining(&self, job: &JobView) -> f64 {
         let attained = job.attained_gpu_seconds;
+        if let Some(left) = job.oracle_remaining_seconds {
+            return left * f64::from(job.requested_gpus.max(1));
+        }
         let longer: Vec<f64> = self
             .history
             .get(&job.application)
@@ -188,6 +215,28 @@ impl Adaptive {
         las * boost
     }
 
+    /// The admission bonus of a job (see `AdaptiveConfig::admit_weight`).
+    fn admission_bonus(&self, job: &JobView, now: f64) -> f64 {
+        if self.config.admit_weight == 0.0 {
+            return 0.0;
+        }
+        let floor = self.config.admit_floor_s;
+        // Waiting counts after the time a restart must pay back (the hysteresis horizon), so
+        // jobs whose sizes are unknown (LAS fallback) time-slice no faster than that.
+        let grace = self.config.restart_horizon * job.restart_seconds;
+        let waited = self
+            .waiting_since
+            .get(&job.id)
+            .map_or(0.0, |since| (now - since - grace).max(0.0));
+        let incumbency = if job.is_running() {
+            self.config.admit_incumbency.ln()
+        } else {
+            0.0
+        };
+        let response_ratio = (waited + floor) / (self.expected_remaining(job) + floor);
+        self.config.admit_weight * (response_ratio.ln() + incumbency)
+    }
+
     /// Tracks since when each job has been without GPUs.
     fn note_waiting(&mut self, snapshot: &Snapshot<'_>) {
         let mut next = BTreeMap::new();
@@ -212,11 +261,17 @@ impl Adaptive {
         empty: &FreeResources,
     ) -> JobOptions {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
+        let requested = if self.config.grant_requested {
+            job.requested_gpus
+        } else {
+            0
+        };
         let limit = job
             .max_gpus
             .min(
                 (self.config.growth * seen)
                     .max(self.config.min_grant)
+                    .max(requested)
                     .max(1),
             )
             .max(job.min_gpus);
@@ -268,6 +323,7 @@ impl Adaptive {
             amortized * (age - f64::from(job.restarts) * delay).max(0.0) / (age + delay)
         };
         let weight = self.weight(job, snapshot.now);
+        let bonus = self.admission_bonus(job, snapshot.now);
         let choices = raw
             .iter()
             .map(|&(t, gpus, goodput)| {
@@ -285,7 +341,7 @@ impl Adaptive {
                 // p < 0: minimize Σ w·v^p (fairness); p > 0: maximize Σ w·v^p (efficiency).
                 let cost = if value > 0.0 {
                     let sign = if self.config.p > 0.0 { -1.0 } else { 1.0 };
-                    sign * weight * value.powf(self.config.p)
+                    sign * weight * value.powf(self.config.p) - bonus
                 } else {
                     self.config.unallocated_cost
                 };
@@ -356,6 +412,10 @@ impl Policy for Adaptive {
 
     fn adapts_batch_size(&self) -> bool {
         true
+    }
+
+    fn needs_oracle(&self) -> bool {
+        self.config.oracle_bound
     }
 
     fn profiles_each_gpu_type(&self) -> bool {
@@ -533,9 +593,8 @@ mod tests {
         assert_eq!(first.allocations, second.allocations);
     }
 
-    #[test]
-    fn a_waiting_job_preempts_an_equal_running_one_only_after_the_grace() {
-        let cluster = Cluster {
+    fn one_gpu_cluster() -> Cluster {
+        Cluster {
             name: "one".into(),
             nodes: vec![Node {
                 name: "n".into(),
@@ -545,15 +604,21 @@ mod tests {
                 memory_gb: 0.0,
                 network_gbps: 0.0,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn a_waiting_job_preempts_an_equal_running_one_only_after_a_wait() {
+        let cluster = one_gpu_cluster();
         let mut running = job(0, 0.01, 1);
         running.allocation = Allocation::new(vec![(adaptsched_core::NodeId(0), 1)]);
         running.attained_gpu_seconds = 60.0;
         let waiting = job(1, 0.01, 1);
         let jobs = vec![running, waiting];
         let mut policy = Adaptive::default();
-        // Grace = 10 restarts × 30 s; the guard then needs weight > 1/0.9 to win.
-        for now in [0.0, 60.0, 200.0, 299.0] {
+        // No history: expected remaining = attained (60 s and 0 s). The runner's ratio is
+        // 2 × 300/360; the waiter's (waited − 300 s grace + 300)/300 passes it after 500 s.
+        for now in [0.0, 60.0, 150.0, 450.0] {
             let plan = decide(&mut policy, &cluster, &jobs, now);
             assert!(
                 plan.allocations.contains_key(&JobId(0)),
@@ -565,6 +630,31 @@ mod tests {
             late.allocations.contains_key(&JobId(1)),
             "starved: {late:?}"
         );
+    }
+
+    #[test]
+    fn when_jobs_outnumber_gpus_the_longest_expected_job_waits() {
+        let cluster = one_gpu_cluster();
+        let mut policy = Adaptive::default();
+        policy.history.insert("long".into(), vec![100_000.0]);
+        policy.history.insert("short".into(), vec![100.0]);
+        let mut long = job(0, 0.01, 1);
+        long.application = "long".into();
+        long.allocation = Allocation::new(vec![(adaptsched_core::NodeId(0), 1)]);
+        long.attained_gpu_seconds = 600.0;
+        let mut short = job(1, 0.01, 1);
+        short.application = "short".into();
+        let jobs = vec![long, short];
+        let plan = decide(&mut policy, &cluster, &jobs, 0.0);
+        assert!(plan.allocations.contains_key(&JobId(1)), "{plan:?}");
+        // Off, the newcomer waits behind the incumbent.
+        let mut off = Adaptive::new(AdaptiveConfig {
+            admit_weight: 0.0,
+            ..AdaptiveConfig::default()
+        });
+        off.history = policy.history.clone();
+        let plan = decide(&mut off, &cluster, &jobs, 0.0);
+        assert!(plan.allocations.contains_key(&JobId(0)), "{plan:?}");
     }
 
     #[test]

@@ -5,7 +5,9 @@ use crate::error::InputError;
 use crate::profiles::{AppProfile, DEFAULT_RESTART_DELAY_S, ProfileSet, SpeedTable, kind_for_gpu};
 use crate::progress::{RunConfig, Truth, fixed_batch_config};
 use crate::workload::Workload;
-use adaptsched_core::metrics::{JobOutcome, RunMetrics, UsageStep, balance_spread, summarize};
+use adaptsched_core::metrics::{
+    JobOutcome, RunMetrics, UsageStep, balance_spread, finish_time_fairness, summarize,
+};
 use adaptsched_core::perf::{
     BatchLimits, GradStats, JobModel, Observation, PerfParams, TypeModel, fit_perf_params,
 };
@@ -81,6 +83,8 @@ pub struct JobRecord {
     pub isolated_seconds: f64,
     /// Distinct total batch sizes it trained with, in order of first use.
     pub batch_sizes: Vec<u32>,
+    /// Its Themis finish-time fairness ratio (completed, schedulable jobs only).
+    pub finish_time_fairness: Option<f64>,
 }
 
 impl JobRecord {
@@ -982,7 +986,7 @@ impl<'a> Simulation<'a> {
                 on_progress(finished as f64 / total.max(1) as f64);
             }
         }
-        let jobs: Vec<JobRecord> = self
+        let mut jobs: Vec<JobRecord> = self
             .jobs
             .iter()
             .map(|j| JobRecord {
@@ -995,6 +999,7 @@ impl<'a> Simulation<'a> {
                 requested_gpus: j.spec.requested_gpus,
                 isolated_seconds: j.isolated_seconds,
                 batch_sizes: j.batch_sizes.clone(),
+                finish_time_fairness: None,
             })
             .collect();
         // Never-schedulable jobs count in `jobs_total` only: as "active forever" they would
@@ -1015,6 +1020,12 @@ impl<'a> Simulation<'a> {
             .collect();
         let mut metrics = summarize(&outcomes, &self.timeline, self.cluster.total_gpus());
         metrics.jobs_total = jobs.len();
+        let mut fairness = finish_time_fairness(&outcomes, self.cluster.total_gpus()).into_iter();
+        for (record, sim_job) in jobs.iter_mut().zip(&self.jobs) {
+            if sim_job.phase != Phase::Rejected {
+                record.finish_time_fairness = fairness.next().flatten();
+            }
+        }
         on_progress(1.0);
         Ok(SimResult {
             policy: policy.name().to_string(),
@@ -1172,6 +1183,16 @@ mod tests {
             },
         );
         assert_eq!(f.jobs[1].start, Some(6.0 * 3600.0));
+        // Each record carries its finish-time fairness; the run's maximum is the largest.
+        let ftf = |run: &SimResult, i: usize| run.jobs[i].finish_time_fairness.expect("done");
+        assert!(
+            ftf(&f, 1) > 2.0 * ftf(&r, 1),
+            "{} vs {}",
+            ftf(&f, 1),
+            ftf(&r, 1)
+        );
+        let largest = (0..2).map(|i| ftf(&f, i)).fold(0.0, f64::max);
+        assert_eq!(largest, f.metrics.max_finish_time_fairness);
     }
 
     #[test]

@@ -576,6 +576,7 @@ mod tests {
             requested_gpus: gpus,
             isolated_seconds: 100.0,
             batch_sizes: vec![128],
+            finish_time_fairness: Some(1.0),
         }
     }
 

@@ -416,6 +416,7 @@ mod tests {
             requested_gpus: 1,
             isolated_seconds: 0.0,
             batch_sizes: Vec::new(),
+            finish_time_fairness: None,
         }
     }
 

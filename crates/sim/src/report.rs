@@ -68,6 +68,7 @@ pub fn jobs_csv(results: &[SimResult]) -> String {
         "jct",
         "restarts",
         "batch_sizes",
+        "finish_time_fairness",
     ];
     // Writing to memory cannot fail; quoting keeps names with commas in one column.
     let _ = writer.write_record(header);
@@ -86,6 +87,7 @@ pub fn jobs_csv(results: &[SimResult]) -> String {
                 optional(job.jct()),
                 job.restarts.to_string(),
                 batches.join(";"),
+                optional(job.finish_time_fairness),
             ]);
         }
     }
