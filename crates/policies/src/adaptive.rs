@@ -175,6 +175,7 @@ impl Adaptive {
     /// longer than it has so far; with no such history, as much again as it attained (LAS).
     fn expected_remaining(&self, job: &JobView) -> f64 {
         let attained = job.attained_gpu_seconds;
+        // Filled only for the `oracle_bound` experiment.
         if let Some(left) = job.oracle_remaining_seconds {
             return left * f64::from(job.requested_gpus.max(1));
         }
