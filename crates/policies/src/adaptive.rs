@@ -179,16 +179,31 @@ impl Adaptive {
         if let Some(left) = job.oracle_remaining_seconds {
             return left * f64::from(job.requested_gpus.max(1));
         }
-        let longer: Vec<f64> = self
+        // Count and summed excess of the longer finished jobs, without a per-call allocation
+        // (this runs for every job every round).
+        let (longer, excess) = self
             .history
             .get(&job.application)
-            .map(|s| s.iter().copied().filter(|&x| x > attained).collect())
-            .unwrap_or_default();
-        if self.config.history && longer.len() >= self.config.history_min {
-            longer.iter().map(|x| x - attained).sum::<f64>() / longer.len() as f64
+            .into_iter()
+            .flatten()
+            .filter(|&&x| x > attained)
+            .fold((0usize, 0.0), |(n, sum), &x| (n + 1, sum + (x - attained)));
+        if self.config.history && longer >= self.config.history_min {
+            excess / longer as f64
         } else {
             attained
         }
+    }
+
+    /// Seconds a job has waited without GPUs beyond a grace of the wait a restart would have
+    /// to pay back (the hysteresis horizon): so a waiting job does not preempt an equal running
+    /// one at once, the two do not swap every round, and jobs of unknown size (LAS fallback)
+    /// time-slice no faster than a restart pays back.
+    fn waited_past_grace(&self, job: &JobView, now: f64) -> f64 {
+        let grace = self.config.restart_horizon * job.restart_seconds;
+        self.waiting_since
+            .get(&job.id)
+            .map_or(0.0, |since| (now - since - grace).max(0.0))
     }
 
     /// The priority weight of a job: higher for less expected remaining service (when LAS is
@@ -200,14 +215,7 @@ impl Adaptive {
             (1.0 + self.expected_remaining(job) / self.config.las_scale_s)
                 .powf(-self.config.las_power)
         };
-        // The guard starts after the wait a restart would have to pay back (the hysteresis
-        // horizon), so a waiting job does not preempt an equal running one at once and the
-        // two do not swap every round.
-        let grace = self.config.restart_horizon * job.restart_seconds;
-        let waited = self
-            .waiting_since
-            .get(&job.id)
-            .map_or(0.0, |since| (now - since - grace).max(0.0));
+        let waited = self.waited_past_grace(job, now);
         let boost = if self.config.starvation_scale_s > 0.0 {
             1.0 + waited / self.config.starvation_scale_s
         } else {
@@ -222,13 +230,7 @@ impl Adaptive {
             return 0.0;
         }
         let floor = self.config.admit_floor_s;
-        // Waiting counts after the time a restart must pay back (the hysteresis horizon), so
-        // jobs whose sizes are unknown (LAS fallback) time-slice no faster than that.
-        let grace = self.config.restart_horizon * job.restart_seconds;
-        let waited = self
-            .waiting_since
-            .get(&job.id)
-            .map_or(0.0, |since| (now - since - grace).max(0.0));
+        let waited = self.waited_past_grace(job, now);
         let incumbency = if job.is_running() {
             self.config.admit_incumbency.ln()
         } else {

@@ -71,9 +71,9 @@ pub fn observations(history: &[AllocationRecord], samples: &[MetricSample]) -> V
 }
 
 /// One observation per configuration (nodes, replicas, local batch) with the interquartile
-/// mean times of its reports, as Pollux keeps one profile entry per configuration: every configuration the
-/// job ran on weighs the same in the fit however long it ran there, and steps slowed by a
-/// neighbour on the machine or a checkpoint write do not bend the model.
+/// mean times of its reports, as Pollux keeps one profile entry per configuration: every
+/// configuration the job ran on weighs the same in the fit however long it ran there, and steps
+/// slowed by a neighbour on the machine or a checkpoint write do not bend the model.
 pub fn per_configuration(observed: &[Observation]) -> Vec<Observation> {
     let mut groups: BTreeMap<(u32, u32, u32), Vec<&Observation>> = BTreeMap::new();
     for observation in observed {
