@@ -4,9 +4,10 @@
 //! (p = 0.5), fast first grants (up to the user's request), restart-cost discounting with
 //! hysteresis, and, when jobs outnumber GPUs, an admission order by response ratio (waited
 //! over expected remaining service, learned from finished jobs of the same application).
-//! Least-attained-service weights on shares (Tiresias-style) are measured in docs/adaptive.md
-//! and off by default. It reads only what a live scheduler knows: fitted models,
-//! attained service, restarts and their measured cost, and what finished jobs needed.
+//! Least-attained-service weights on shares (Tiresias-style) and a finish-time-fairness weight
+//! (Themis-style, from each job's progress under its own model) are measured in
+//! docs/adaptive.md and off by default. It reads only what a live scheduler knows: fitted
+//! models, attained service, restarts and their measured cost, and what finished jobs needed.
 
 use crate::placement::FreeResources;
 use crate::sia::{
@@ -61,6 +62,13 @@ pub struct AdaptiveConfig {
     pub admit_weight: f64,
     pub admit_floor_s: f64,
     pub admit_incumbency: f64,
+    /// Finish-time-fairness weighting (Themis): a job's weight is multiplied by its estimated
+    /// finish-time-fairness ratio so far, raised to this power (0: off). The ratio is the
+    /// wall time since submission over the time the job would have needed alone on its
+    /// requested GPUs for the progress it has made, both from its own fitted model.
+    pub ftf_power: f64,
+    /// ...counting only the part of the ratio above this bound (1: all of it).
+    pub ftf_bound: f64,
 }
 
 impl Default for AdaptiveConfig {
@@ -83,6 +91,8 @@ impl Default for AdaptiveConfig {
             admit_weight: 1.0,
             admit_floor_s: 300.0,
             admit_incumbency: 2.0,
+            ftf_power: 0.0,
+            ftf_bound: 1.0,
         }
     }
 }
@@ -118,6 +128,8 @@ impl AdaptiveConfig {
                 "admit_weight" => self.admit_weight = number()?,
                 "admit_floor_s" => self.admit_floor_s = number()?,
                 "admit_incumbency" => self.admit_incumbency = number()?,
+                "ftf_power" => self.ftf_power = number()?,
+                "ftf_bound" => self.ftf_bound = number()?,
                 other => return Err(format!("unknown adaptive setting {other:?}")),
             }
         }
@@ -138,6 +150,19 @@ pub struct Adaptive {
     goodputs: BTreeMap<JobId, CachedGoodputs>,
     /// Since when each job without GPUs has been waiting (for the starvation guard).
     waiting_since: BTreeMap<JobId, f64>,
+    /// Each job's progress so far, in seconds alone on its requested GPUs.
+    progress: BTreeMap<JobId, Progress>,
+}
+
+/// A job's progress as its finish-time-fairness estimate needs it.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// When it was last accounted.
+    at: f64,
+    /// Its restarts by then (a new one cost its restart delay of the interval since).
+    restarts: u32,
+    /// Seconds alone on its requested GPUs that the progress so far would have taken.
+    isolated_seconds: f64,
 }
 
 /// A job's (type, GPUs, goodput) triples and what they were computed from.
@@ -221,7 +246,14 @@ impl Adaptive {
         } else {
             1.0
         };
-        las * boost
+        let fairness = if self.config.ftf_power == 0.0 {
+            1.0
+        } else {
+            (self.ftf_so_far(job, now) / self.config.ftf_bound)
+                .max(1.0)
+                .powf(self.config.ftf_power)
+        };
+        las * boost * fairness
     }
 
     /// The admission bonus of a job (see `AdaptiveConfig::admit_weight`).
@@ -252,6 +284,41 @@ impl Adaptive {
             next.insert(job.id, since);
         }
         self.waiting_since = next;
+    }
+
+    /// Adds the interval since the last round to each job's progress, at the goodput of the
+    /// allocation it held over that interval relative to its requested GPUs alone.
+    fn track_progress(&mut self, snapshot: &Snapshot<'_>, types: &[TypeInfo]) {
+        let mut next = BTreeMap::new();
+        for job in snapshot.jobs {
+            let mut progress = self.progress.get(&job.id).copied().unwrap_or(Progress {
+                at: snapshot.now.max(job.submit_time),
+                restarts: job.restarts,
+                isolated_seconds: 0.0,
+            });
+            let restarting =
+                f64::from(job.restarts.saturating_sub(progress.restarts)) * job.restart_seconds;
+            let productive = (snapshot.now - progress.at - restarting).max(0.0);
+            if productive > 0.0 && job.is_running() {
+                progress.isolated_seconds +=
+                    productive * relative_rate(snapshot, job, types).unwrap_or(0.0);
+            }
+            progress.at = snapshot.now;
+            progress.restarts = job.restarts;
+            next.insert(job.id, progress);
+        }
+        self.progress = next;
+    }
+
+    /// A job's finish-time-fairness ratio so far: wall time since submission over the time
+    /// alone its progress would have taken (plus one start-up, as the isolated time has).
+    fn ftf_so_far(&self, job: &JobView, now: f64) -> f64 {
+        let isolated = self
+            .progress
+            .get(&job.id)
+            .map_or(0.0, |p| p.isolated_seconds)
+            + job.restart_seconds.max(1.0);
+        ((now - job.submit_time).max(0.0) / isolated).max(1.0)
     }
 
     /// A job's options: each allowed (type, count) within its growth limit, costed by its
@@ -359,6 +426,45 @@ impl Adaptive {
     }
 }
 
+/// A job's best goodput on `gpus` GPUs of a type over `nodes` nodes, from its fitted model. A
+/// model without per-type entries (one GPU kind) speaks for every type.
+fn model_goodput(
+    model: &adaptsched_core::perf::JobModel,
+    gpu_type: &adaptsched_core::GpuType,
+    nodes: u32,
+    gpus: u32,
+) -> Option<f64> {
+    model
+        .best_on(gpu_type, nodes, gpus)
+        .or_else(|| model.types.is_empty().then(|| model.best(nodes, gpus))?)
+        .map(|c| c.goodput)
+}
+
+/// A job's goodput on its current allocation over its best goodput alone on its requested
+/// GPUs (None when it holds none or either is unknown). Without a model, GPUs count linearly.
+fn relative_rate(snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> Option<f64> {
+    let held = job.allocation.total_gpus();
+    let current_type = &snapshot.cluster.nodes[job.allocation.parts.first()?.0.index()].gpu_type;
+    let requested = job.requested_gpus.max(1);
+    let Some(model) = job.model.as_ref() else {
+        return Some(f64::from(held) / f64::from(requested));
+    };
+    let goodput = |gpu_type, nodes, gpus| model_goodput(model, gpu_type, nodes, gpus);
+    let now = goodput(current_type, job.allocation.parts.len() as u32, held)?;
+    let alone = types
+        .iter()
+        .filter(|t| job.allows(&t.gpu_type))
+        .filter_map(|t| {
+            goodput(
+                &t.gpu_type,
+                requested.div_ceil(t.node_size.max(1)),
+                requested,
+            )
+        })
+        .fold(0.0, f64::max);
+    (alone > 0.0).then(|| now / alone)
+}
+
 /// Every allowed (type index, GPU count, goodput) of a job up to `limit` GPUs: powers of two
 /// within a node, then whole nodes (Sia's configurations).
 fn configurations(
@@ -395,11 +501,7 @@ fn configurations(
         {
             let nodes = gpus.div_ceil(info.node_size);
             let goodput = match job.model.as_ref() {
-                // A model without per-type entries (one GPU kind) speaks for every type.
-                Some(model) => model
-                    .best_on(&info.gpu_type, nodes, gpus)
-                    .or_else(|| model.types.is_empty().then(|| model.best(nodes, gpus))?)
-                    .map_or(0.0, |c| c.goodput),
+                Some(model) => model_goodput(model, &info.gpu_type, nodes, gpus).unwrap_or(0.0),
                 None => f64::from(gpus),
             };
             raw.push((t, gpus, goodput));
@@ -432,6 +534,9 @@ impl Policy for Adaptive {
             snapshot.jobs.iter().map(|j| j.id).collect();
         self.goodputs.retain(|id, _| active.contains(id));
         let types = type_infos(snapshot.cluster);
+        if self.config.ftf_power != 0.0 {
+            self.track_progress(snapshot, &types);
+        }
         let empty = FreeResources::of(snapshot.cluster);
         let problem = SiaProblem {
             jobs: snapshot
@@ -678,5 +783,62 @@ mod tests {
         let mut other = fresh.clone();
         other.application = "unseen".into();
         assert_eq!(policy.expected_remaining(&other), 400.0, "LAS fallback");
+    }
+
+    #[test]
+    fn fewer_gpus_than_requested_raise_the_finish_time_fairness_estimate() {
+        let cluster = cluster(2);
+        let on_node =
+            |node: u32, gpus: u32| Allocation::new(vec![(adaptsched_core::NodeId(node), gpus)]);
+        // Without a model GPUs count linearly: half the request, half the progress.
+        let mut jobs: Vec<JobView> = (0..3)
+            .map(|i| JobView {
+                model: None,
+                requested_gpus: 4,
+                ..job(i, 0.01, 4)
+            })
+            .collect();
+        jobs[0].allocation = on_node(0, 4);
+        jobs[1].allocation = on_node(1, 2);
+        let mut policy = Adaptive::new(AdaptiveConfig {
+            ftf_power: 1.0,
+            ..AdaptiveConfig::default()
+        });
+        let types = type_infos(&cluster);
+        let at = |now: f64, jobs: &[JobView], policy: &mut Adaptive| {
+            let snapshot = Snapshot {
+                now,
+                cluster: &cluster,
+                jobs,
+            };
+            policy.track_progress(&snapshot, &types);
+            jobs.iter()
+                .map(|j| policy.ftf_so_far(j, now))
+                .collect::<Vec<_>>()
+        };
+        at(0.0, &jobs, &mut policy);
+        let ratios = at(3000.0, &jobs, &mut policy);
+        assert!((ratios[0] - 1.0).abs() < 0.02, "on its request: {ratios:?}");
+        assert!((ratios[1] - 2.0).abs() < 0.05, "on half: {ratios:?}");
+        assert!(ratios[2] > 50.0, "waiting: {ratios:?}");
+        let weights: Vec<f64> = jobs.iter().map(|j| policy.weight(j, 3000.0)).collect();
+        assert!(
+            weights[0] < weights[1] && weights[1] < weights[2],
+            "{weights:?}"
+        );
+
+        // A restart since the last round costs its delay of the interval's progress.
+        jobs[0].restarts = 1;
+        let before = policy.progress[&JobId(0)].isolated_seconds;
+        at(3060.0, &jobs, &mut policy);
+        let gained = policy.progress[&JobId(0)].isolated_seconds - before;
+        assert!((gained - 30.0).abs() < 1e-9, "gained {gained}");
+
+        // Off by default: the weight ignores the ratio.
+        let plain = Adaptive::default();
+        assert_eq!(
+            plain.weight(&jobs[1], 3000.0),
+            plain.weight(&jobs[2], 3000.0)
+        );
     }
 }
