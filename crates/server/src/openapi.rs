@@ -94,9 +94,23 @@ pub fn document() -> Value {
                 query("stream", "string", "stdout (default) or stderr"),
                 query("offset", "integer", "byte offset to read from"),
                 query("limit", "integer", "at most this many bytes (max 1 MiB)")])) },
-        "/v1/jobs/{id}/metrics": { "post": with(with(operation("report training steps",
-            "200", json_body("MetricsAccepted")), "requestBody", json_body("MetricsReport")),
-            "parameters", json!([id_param()])) },
+        "/v1/jobs/{id}/metrics": {
+            "post": with(with(operation("report training steps",
+                "200", json_body("MetricsAccepted")), "requestBody", json_body("MetricsReport")),
+                "parameters", json!([id_param()])),
+            "get": with(operation("the job's step reports, oldest first (a job's own token: \
+                only its job's)", "200", json_list("StepReport")), "parameters", json!([
+                id_param(),
+                query("since_step", "integer", "only steps after this one"),
+                query("limit", "integer", "at most this many, the earliest (default and \
+                    maximum 20000)")])) },
+        "/v1/events": { "get": with(operation(
+            "server-sent events for the dashboard: `hello` on connect ({user, admin}), `jobs` \
+             when a round ran or what runs changed ({rounds}), `telemetry` with each node \
+             sample (NodeTelemetry; on Ray {at} only); a comment every 15 s",
+            "200", json!({ "description": "text/event-stream" })), "parameters", json!([
+                query("token", "string",
+                    "the bearer token, for clients that cannot set headers (EventSource)")])) },
         "/v1/nodes": { "get": operation("nodes with telemetry", "200", json_list("NodeView")) },
         "/v1/nodes/{name}/telemetry": { "get": with(operation(
             "the node's telemetry history, oldest first", "200", json_list("NodeTelemetry")),
@@ -104,6 +118,8 @@ pub fn document() -> Value {
                 { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
                 query("since", "number", "only samples taken after this time")])) },
         "/v1/cluster": { "get": operation("cluster summary", "200", json_body("ClusterSummary")) },
+        "/metrics": { "get": operation("Prometheus metrics of the scheduler, jobs and nodes",
+            "200", json!({ "description": "text/plain; version=0.0.4 (Prometheus text format)" })) },
     });
     let schemas = json!({
         "ErrorBody": object(&[("error", "string"), ("field", "string"), ("value", "string")]),
@@ -173,7 +189,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reference_resolves_and_every_route_is_listed() {
+    fn every_reference_resolves() {
         let doc = document();
         let text = doc.to_string();
         let schemas = doc["components"]["schemas"].as_object().unwrap();
@@ -181,18 +197,50 @@ mod tests {
             let name: String = piece.chars().take_while(|c| c.is_alphanumeric()).collect();
             assert!(schemas.contains_key(&name), "dangling reference {name}");
         }
-        for path in [
-            "/v1/jobs",
-            "/v1/jobs/{id}",
-            "/v1/jobs/{id}/cancel",
-            "/v1/jobs/{id}/logs",
-            "/v1/jobs/{id}/metrics",
-            "/v1/nodes",
-            "/v1/cluster",
-            "/v1/health",
-            "/v1/tokens",
-        ] {
-            assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+
+    /// Every `.route(path, get(..).post(..))` of the API router in `http.rs`, with each
+    /// method, is in the document: a new route cannot go undocumented.
+    #[test]
+    fn every_route_of_the_router_and_its_methods_are_documented() {
+        let doc = document();
+        let source = include_str!("http.rs");
+        let mut checked = 0;
+        for piece in source.split(".route(").skip(1) {
+            let path = piece.split('"').nth(1).expect("a quoted path");
+            // The call's arguments: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = piece
+                .find(|c| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .expect("a closed .route(");
+            let handlers = &piece[..end];
+            let full = if path == "/metrics" {
+                path.to_string()
+            } else {
+                format!("{}{path}", adaptsched_api::API_PREFIX)
+            };
+            let entry = &doc["paths"][&full];
+            assert!(entry.is_object(), "{full} is routed but not documented");
+            for method in ["get", "post"] {
+                if handlers.contains(&format!("{method}(")) {
+                    assert!(
+                        entry.get(method).is_some(),
+                        "{method} {full} not documented"
+                    );
+                    checked += 1;
+                }
+            }
         }
+        assert!(
+            checked >= 16,
+            "only {checked} route methods found in http.rs"
+        );
     }
 }
