@@ -232,7 +232,8 @@ impl Adaptive {
     }
 
     /// The priority weight of a job: higher for less expected remaining service (when LAS is
-    /// on), and growing with the time it has waited without GPUs (starvation guard).
+    /// on), growing with the time it has waited without GPUs (starvation guard), and with how
+    /// far it has fallen behind its time alone (finish-time-fairness weight), each when on.
     fn weight(&self, job: &JobView, now: f64) -> f64 {
         let las = if self.config.las_power == 0.0 {
             1.0
@@ -291,10 +292,12 @@ impl Adaptive {
     fn track_progress(&mut self, snapshot: &Snapshot<'_>, types: &[TypeInfo]) {
         let mut next = BTreeMap::new();
         for job in snapshot.jobs {
+            // A job first seen with service behind it (the policy was rebuilt, as after a
+            // server restart) is credited that service as if on its requested GPUs.
             let mut progress = self.progress.get(&job.id).copied().unwrap_or(Progress {
                 at: snapshot.now.max(job.submit_time),
                 restarts: job.restarts,
-                isolated_seconds: 0.0,
+                isolated_seconds: job.attained_gpu_seconds / f64::from(job.requested_gpus.max(1)),
             });
             let restarting =
                 f64::from(job.restarts.saturating_sub(progress.restarts)) * job.restart_seconds;

@@ -221,6 +221,7 @@ mod tests {
                 })
                 .expect("a closed .route(");
             let handlers = &piece[..end];
+            // Prometheus scrapes `/metrics` at the root; everything else is under the prefix.
             let full = if path == "/metrics" {
                 path.to_string()
             } else {
