@@ -198,8 +198,14 @@ fn integrate_usage(
     (integral, busy_time)
 }
 
-/// Computes every run metric from job outcomes and the usage timeline.
-pub fn summarize(outcomes: &[JobOutcome], timeline: &[UsageStep], cluster_gpus: u32) -> RunMetrics {
+/// Computes every run metric from job outcomes, the usage timeline and each outcome's
+/// [`finish_time_fairness`] (computed by the caller, which also reports it per job).
+pub fn summarize(
+    outcomes: &[JobOutcome],
+    timeline: &[UsageStep],
+    cluster_gpus: u32,
+    fairness: &[Option<f64>],
+) -> RunMetrics {
     let mut jcts: Vec<f64> = outcomes.iter().filter_map(JobOutcome::jct).collect();
     jcts.sort_by(f64::total_cmp);
     let queueing: Vec<f64> = outcomes
@@ -225,10 +231,7 @@ pub fn summarize(outcomes: &[JobOutcome], timeline: &[UsageStep], cluster_gpus: 
         });
     let (spread_integral, _) =
         integrate_usage(timeline, first_submit, last_end, |s| s.balance_spread);
-    let fairness: Vec<f64> = finish_time_fairness(outcomes, cluster_gpus)
-        .into_iter()
-        .flatten()
-        .collect();
+    let fairness: Vec<f64> = fairness.iter().flatten().copied().collect();
     let unfair = fairness.iter().filter(|&&rho| rho > 1.0).count();
     RunMetrics {
         avg_jct_s: mean(&jcts),
@@ -346,7 +349,7 @@ mod tests {
                 balance_spread: 0.0,
             },
         ];
-        let m = summarize(&jobs, &timeline, 4);
+        let m = summarize(&jobs, &timeline, 4, &finish_time_fairness(&jobs, 4));
         assert_eq!(m.avg_jct_s, 105.0);
         assert_eq!(m.makespan_s, 160.0);
         assert_eq!(m.avg_queueing_s, 5.0);

@@ -25,6 +25,12 @@ impl Allocation {
         self.parts.iter().map(|&(_, g)| g).sum()
     }
 
+    /// The GPU type it runs on: its first node's (a job's allocation has one type).
+    pub fn gpu_type<'c>(&self, cluster: &'c Cluster) -> Option<&'c GpuType> {
+        let &(node, _) = self.parts.first()?;
+        Some(&cluster.nodes[node.index()].gpu_type)
+    }
+
     pub fn num_nodes(&self) -> usize {
         self.parts.iter().filter(|&&(_, g)| g > 0).count()
     }

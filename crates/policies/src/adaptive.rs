@@ -348,11 +348,7 @@ impl Adaptive {
                     .max(1),
             )
             .max(job.min_gpus);
-        let current_type = job
-            .allocation
-            .parts
-            .first()
-            .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type);
+        let current_type = job.allocation.gpu_type(snapshot.cluster);
         let current_gpus = job.allocation.total_gpus();
         let fresh = self
             .goodputs
@@ -447,13 +443,13 @@ fn model_goodput(
 /// GPUs (None when it holds none or either is unknown). Without a model, GPUs count linearly.
 fn relative_rate(snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> Option<f64> {
     let held = job.allocation.total_gpus();
-    let current_type = &snapshot.cluster.nodes[job.allocation.parts.first()?.0.index()].gpu_type;
+    let current_type = job.allocation.gpu_type(snapshot.cluster)?;
     let requested = job.requested_gpus.max(1);
     let Some(model) = job.model.as_ref() else {
         return Some(f64::from(held) / f64::from(requested));
     };
     let goodput = |gpu_type, nodes, gpus| model_goodput(model, gpu_type, nodes, gpus);
-    let now = goodput(current_type, job.allocation.parts.len() as u32, held)?;
+    let now = goodput(current_type, job.allocation.num_nodes() as u32, held)?;
     let alone = types
         .iter()
         .filter(|t| job.allows(&t.gpu_type))

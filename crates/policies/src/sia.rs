@@ -571,11 +571,7 @@ pub(crate) fn current_choices(
         .zip(&problem.jobs)
         .map(|(job, options)| {
             let gpus = job.allocation.total_gpus();
-            let gpu_type = job
-                .allocation
-                .parts
-                .first()
-                .map(|&(n, _)| &snapshot.cluster.nodes[n.index()].gpu_type)?;
+            let gpu_type = job.allocation.gpu_type(snapshot.cluster)?;
             options
                 .choices
                 .iter()

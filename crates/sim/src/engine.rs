@@ -630,9 +630,9 @@ impl<'a> Simulation<'a> {
             job.batch_sizes.push(config.total_batch());
         }
         if job.modeled
-            && let Some(&(node, _)) = job.allocation.parts.first()
+            && let Some(gpu_type) = job.allocation.gpu_type(self.cluster)
         {
-            observe(job, &self.cluster.nodes[node.index()].gpu_type, &config);
+            observe(job, gpu_type, &config);
         }
         let until = job.truth.time_to_milestone(&config);
         job.milestone_epoch = job.truth.epoch() + 1;
@@ -680,8 +680,8 @@ impl<'a> Simulation<'a> {
     fn oracle_remaining(&self, index: usize) -> f64 {
         let job = &self.jobs[index];
         {
-            let gpu_type = match job.allocation.parts.first() {
-                Some(&(node, _)) => self.cluster.nodes[node.index()].gpu_type.clone(),
+            let gpu_type = match job.allocation.gpu_type(self.cluster) {
+                Some(gpu_type) => gpu_type.clone(),
                 None => job
                     .allowed_gpu_types
                     .first()
@@ -740,10 +740,10 @@ impl<'a> Simulation<'a> {
     /// The fitted model a policy sees for a job: per allowed type, and for the type it runs on.
     fn model_of(&self, job: &SimJob<'_>) -> Option<JobModel> {
         let app = job.app?;
-        let current = match job.allocation.parts.first() {
-            Some(&(node, _)) => &self.cluster.nodes[node.index()].gpu_type,
-            None => job.allowed_gpu_types.first()?,
-        };
+        let current = job
+            .allocation
+            .gpu_type(self.cluster)
+            .or(job.allowed_gpu_types.first())?;
         let types = job
             .allowed_gpu_types
             .iter()
@@ -1018,9 +1018,11 @@ impl<'a> Simulation<'a> {
                 useful_gpu_seconds: sim_job.useful_gpu_seconds,
             })
             .collect();
-        let mut metrics = summarize(&outcomes, &self.timeline, self.cluster.total_gpus());
+        let gpus = self.cluster.total_gpus();
+        let fairness = finish_time_fairness(&outcomes, gpus);
+        let mut metrics = summarize(&outcomes, &self.timeline, gpus, &fairness);
         metrics.jobs_total = jobs.len();
-        let mut fairness = finish_time_fairness(&outcomes, self.cluster.total_gpus()).into_iter();
+        let mut fairness = fairness.into_iter();
         for (record, sim_job) in jobs.iter_mut().zip(&self.jobs) {
             if sim_job.phase != Phase::Rejected {
                 record.finish_time_fairness = fairness.next().flatten();
