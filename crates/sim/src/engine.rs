@@ -601,13 +601,10 @@ impl<'a> Simulation<'a> {
         }
         let job = &mut self.jobs[index];
         job.generation += 1;
-        if allocation.is_empty() {
+        let Some(gpu_type) = allocation.gpu_type(self.cluster).cloned() else {
             job.config = None;
             return;
-        }
-        let gpu_type = self.cluster.nodes[allocation.parts[0].0.index()]
-            .gpu_type
-            .clone();
+        };
         let placement = allocation.placement();
         if job.start.is_some() {
             job.restarts += 1;
@@ -656,13 +653,12 @@ impl<'a> Simulation<'a> {
         let Some(current) = job.config.clone() else {
             return false;
         };
-        let next = if job.adaptive_batch {
-            let gpu_type = self.cluster.nodes[job.allocation.parts[0].0.index()]
-                .gpu_type
-                .clone();
-            job_config(job, &gpu_type, current.placement.clone(), None)
-        } else {
-            current
+        let next = match job.allocation.gpu_type(self.cluster) {
+            Some(gpu_type) if job.adaptive_batch => {
+                let gpu_type = gpu_type.clone();
+                job_config(job, &gpu_type, current.placement.clone(), None)
+            }
+            _ => current,
         };
         self.start_config(index, next, now);
         false
