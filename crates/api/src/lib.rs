@@ -357,6 +357,16 @@ pub mod logs {
     pub const MAX_CHUNK: u64 = 1 << 20;
 }
 
+/// Paging of `GET /v1/jobs`: jobs come oldest first, at most `limit` per call; a full page
+/// may have more behind it, which `after=<the page's last id>` returns.
+pub mod job_pages {
+    /// Jobs per page when the caller sets no `limit`.
+    pub const DEFAULT_LIMIT: u32 = 1000;
+    /// Largest `limit` accepted (a larger one is refused, not cut, so a short page always
+    /// means the end).
+    pub const MAX_LIMIT: u32 = 10_000;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! up to `--jobs` queued jobs, then submit and list latency with them all in the store.
 
 use crate::client::connect::{ConnectArgs, Endpoint, resolve};
-use crate::client::{connect::Client, is_terminal};
+use crate::client::{all_pages, connect::Client, is_terminal};
 use adaptsched_api::{JobRequest, JobSummary, SubmitResponse};
 use adaptsched_core::metrics::percentile;
 use anyhow::{Context, Result, bail};
@@ -93,13 +93,9 @@ pub fn run(args: ServeBenchArgs) -> Result<()> {
     )?);
     let full_list = args.samples.div_ceil(10);
     rows.push(timed(
-        format!("list state=queued ({queued})"),
+        format!("list state=queued, every page ({queued})"),
         full_list,
-        || {
-            client
-                .get::<Vec<JobSummary>>("/jobs", &[("state", "queued".to_string())])
-                .map(drop)
-        },
+        || all_pages(&client, &[("state", "queued".to_string())], None).map(drop),
     )?);
     client.post::<(), serde_json::Value>(&format!("/jobs/{blocker}/cancel"), None)?;
     wait(Duration::from_secs(30), "the blocker job to stop", || {

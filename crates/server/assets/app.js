@@ -52,6 +52,30 @@ async function api(path, options = {}) {
 
 const getJson = async (path) => (await api(path)).json();
 
+// Every job `query` matches (`state=running` ...), oldest first: the server pages its list, so
+// ask for the next page after the last id until a page comes back short.
+const JOB_PAGE = 1000;
+async function getAllJobs(query = "") {
+  const jobs = [];
+  for (;;) {
+    const after = jobs.length ? `&after=${jobs[jobs.length - 1].id}` : "";
+    const page = await getJson(`/jobs?limit=${JOB_PAGE}${after}${query ? `&${query}` : ""}`);
+    jobs.push(...page);
+    if (page.length < JOB_PAGE) return jobs;
+  }
+}
+
+// Queued and running jobs only: what the overview and the default jobs view show. Queued
+// first: a job that starts between the two reads is then seen twice (the later read wins),
+// never missed.
+async function getActiveJobs() {
+  const byId = new Map();
+  for (const state of ["queued", "running"]) {
+    for (const job of await getAllJobs(`state=${state}`)) byId.set(job.id, job);
+  }
+  return [...byId.values()];
+}
+
 // ----------------------------------------------------------------------------- charts
 
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563"];
@@ -245,7 +269,7 @@ function overview() {
     <h2>Queue and running jobs</h2><div id="active"></div>`;
   async function update(kinds) {
     const [cluster, nodes, jobs] = await Promise.all([
-      getJson("/cluster"), getJson("/nodes"), getJson("/jobs"),
+      getJson("/cluster"), getJson("/nodes"), getActiveJobs(),
     ]);
     const by = cluster.jobs_by_state;
     $("stats").innerHTML = [
@@ -287,7 +311,7 @@ function overview() {
       }
       $("util").innerHTML = charts;
     }
-    $("active").innerHTML = jobTable(orderJobs(jobs.filter(ACTIVE)));
+    $("active").innerHTML = jobTable(orderJobs(jobs));
   }
   return { update };
 }
@@ -301,8 +325,8 @@ function jobsView() {
   main.querySelectorAll("input[name=show]").forEach((input) =>
     input.addEventListener("change", () => { show = input.value; update().catch(showError); }));
   async function update() {
-    const jobs = await getJson("/jobs");
-    $("list").innerHTML = jobTable(orderJobs(show === "all" ? jobs : jobs.filter(ACTIVE)));
+    const jobs = show === "all" ? await getAllJobs() : await getActiveJobs();
+    $("list").innerHTML = jobTable(orderJobs(jobs));
   }
   return { update };
 }

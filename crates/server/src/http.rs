@@ -10,7 +10,7 @@ use crate::telemetry;
 use adaptsched_api::{
     AllocationChange, AllocationPart, ClusterSummary, EventView, Health, JobDetail, JobRequest,
     JobSummary, MetricsAccepted, MetricsReport, NodeTelemetry, NodeView, StepReport,
-    SubmitResponse, TokenRequest, TokenResponse, WhoAmI, logs,
+    SubmitResponse, TokenRequest, TokenResponse, WhoAmI, job_pages, logs,
 };
 use adaptsched_store::{DurableJobId, JobFilter, JobState, MetricSample, StoredJob, TokenRecord};
 use axum::body::Bytes;
@@ -196,23 +196,70 @@ async fn submit(
 struct ListQuery {
     state: Option<String>,
     user: Option<String>,
+    after: Option<u64>,
     limit: Option<u32>,
 }
 
+/// One page of jobs, oldest first (`job_pages`); a full page carries a `Link: <…>; rel="next"`
+/// header to the next one.
 async fn list_jobs(
     State(state): State<AppState>,
     _caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<JobSummary>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let mut filter = JobFilter::all();
     if let Some(text) = query.state.filter(|s| !s.is_empty()) {
         filter.state = Some(text.parse::<JobState>()?);
     }
     filter.user = query.user.filter(|u| !u.is_empty());
-    filter.limit = query.limit;
+    filter.after = query.after.map(DurableJobId);
+    let limit = page_limit(query.limit)?;
+    filter.limit = Some(limit);
+    let next_filter = filter.clone();
     let jobs = state.db(move |store| store.list_jobs(&filter)).await??;
-    Ok(Json(jobs.iter().map(|job| summary(&state, job)).collect()))
+    let summaries: Vec<JobSummary> = jobs.iter().map(|job| summary(&state, job)).collect();
+    let mut reply = Json(summaries).into_response();
+    if let Some(last) = jobs.last().filter(|_| jobs.len() == limit as usize) {
+        let next = next_page_link(&next_filter, last.id, limit);
+        if let Some(value) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            reply.headers_mut().insert(header::LINK, value);
+        }
+    }
+    Ok(reply)
+}
+
+/// The page size asked for: the default when unset, refused (not cut) outside 1..=max, so
+/// that a short page always means the end.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(job_pages::DEFAULT_LIMIT);
+    if limit == 0 || limit > job_pages::MAX_LIMIT {
+        return Err(ApiError::field(
+            "limit",
+            limit.to_string(),
+            &format!("must be between 1 and {}", job_pages::MAX_LIMIT),
+        ));
+    }
+    Ok(limit)
+}
+
+/// `Link` header value for the page after job `last` (RFC 8288), keeping the filters.
+fn next_page_link(filter: &JobFilter, last: DurableJobId, limit: u32) -> Option<String> {
+    #[derive(serde::Serialize)]
+    struct Next<'a> {
+        state: Option<&'a str>,
+        user: Option<&'a str>,
+        after: u64,
+        limit: u32,
+    }
+    let query = serde_urlencoded::to_string(Next {
+        state: filter.state.map(|s| s.as_str()),
+        user: filter.user.as_deref(),
+        after: last.0,
+        limit,
+    })
+    .ok()?;
+    Some(format!("</v1/jobs?{query}>; rel=\"next\""))
 }
 
 fn summary(state: &AppState, job: &StoredJob) -> JobSummary {

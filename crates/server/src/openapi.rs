@@ -79,10 +79,14 @@ pub fn document() -> Value {
         "/v1/jobs": {
             "post": with(operation("submit a job", "201", json_body("SubmitResponse")),
                 "requestBody", json_body("JobRequest")),
-            "get": with(operation("list jobs", "200", json_list("JobSummary")), "parameters", json!([
+            "get": with(operation("list jobs, oldest first, a page at a time; a full page has \
+                a `Link: <...>; rel=\"next\"` header to the next", "200", json_list("JobSummary")),
+                "parameters", json!([
                 query("state", "string", "queued, running, succeeded, failed or cancelled"),
                 query("user", "string", "owner"),
-                query("limit", "integer", "at most this many, oldest first")])) },
+                query("after", "integer", "only jobs with a higher id (the last id of the \
+                    previous page)"),
+                query("limit", "integer", "jobs per page, 1 to 10000 (default 1000)")])) },
         "/v1/jobs/{id}": { "get": with(operation("one job, with why it waits", "200",
             json_body("JobDetail")), "parameters", json!([id_param()])) },
         "/v1/jobs/{id}/cancel": { "post": with(operation("cancel a job (owner or admin)",

@@ -71,6 +71,59 @@ async fn a_successful_job_succeeds_and_filters_find_it() {
     plane.stop().await;
 }
 
+/// The job list comes in pages: a full page links to the next (filters kept), `after`
+/// continues after an id, a short page ends the list, and a page size out of range is a 400
+/// naming `limit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_list_pages_through_every_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start(dir.path(), 2).await;
+    let token = plane.token.clone();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(submit(&plane, &token, json!({"command": ["true"]})).await);
+    }
+    let everything = jobs(&plane, "").await;
+    assert_eq!(everything.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    assert_eq!(get(&plane, "/v1/jobs").await.header("link"), None);
+
+    let mut seen = Vec::new();
+    let mut next = Some("/v1/jobs?user=admin&limit=2".to_string());
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let reply = get(&plane, &path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.text());
+        let page: Vec<adaptsched_api::JobSummary> = reply.json();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|j| j.id));
+        pages += 1;
+        next = reply.header("link").map(|link| {
+            assert!(link.ends_with("rel=\"next\""), "{link}");
+            assert!(link.contains("user=admin"), "the filter is kept: {link}");
+            let last = page.last().unwrap().id;
+            assert!(link.contains(&format!("after={last}")), "{link}");
+            link.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_string()
+        });
+    }
+    assert_eq!(seen, ids, "every job once, in order");
+    assert_eq!(pages, 3, "2 + 2 + 1");
+    let rest = jobs(&plane, &format!("?after={}", ids[2])).await;
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), ids[3..]);
+
+    for limit in ["0", "10001"] {
+        let bad = get(&plane, &format!("/v1/jobs?limit={limit}")).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        let error: ErrorBody = bad.json();
+        assert_eq!(error.field.as_deref(), Some("limit"));
+        assert_eq!(error.value.as_deref(), Some(limit));
+    }
+    plane.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_stops_its_process_group() {
     let dir = tempfile::tempdir().unwrap();

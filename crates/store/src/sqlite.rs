@@ -230,6 +230,11 @@ impl Store for SqliteStore {
             conditions.push("user = ?");
             values.push(Value::Text(user.clone()));
         }
+        if let Some(after) = filter.after {
+            conditions.push("id > ?");
+            // Past every id SQLite can hold: nothing comes after it.
+            values.push(Value::Integer(i64::try_from(after.0).unwrap_or(i64::MAX)));
+        }
         let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs");
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");

@@ -291,6 +291,8 @@ pub struct MetricSample {
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub user: Option<String>,
+    /// Only jobs with a higher id (the cursor of the next page).
+    pub after: Option<DurableJobId>,
     /// At most this many jobs, lowest ids first.
     pub limit: Option<u32>,
 }
@@ -307,6 +309,11 @@ impl JobFilter {
 
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
+        self
+    }
+
+    pub fn after(mut self, id: DurableJobId) -> Self {
+        self.after = Some(id);
         self
     }
 

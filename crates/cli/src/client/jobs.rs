@@ -5,7 +5,7 @@ use super::format::{age, now, or_dash, shell_words, table, utc};
 use super::spec::{SubmitFlags, build_request, load_job_file};
 use super::{STATES, is_terminal, parse_job_id, print_json};
 use adaptsched_api::logs as log_api;
-use adaptsched_api::{JobDetail, JobSummary, SubmitResponse};
+use adaptsched_api::{JobDetail, JobSummary, SubmitResponse, job_pages};
 use anyhow::{Context, Result, bail};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -144,13 +144,47 @@ pub fn list_jobs(
         if let Some(user) = user {
             query.push(("user", user.to_string()));
         }
-        if let Some(limit) = limit {
-            query.push(("limit", limit.to_string()));
-        }
-        jobs.extend(client.get::<Vec<JobSummary>>("/jobs", &query)?);
+        jobs.extend(all_pages(client, &query, limit)?);
     }
     jobs.sort_by_key(|j| j.id);
     jobs.dedup_by_key(|j| j.id);
+    Ok(jobs)
+}
+
+/// The jobs `query` matches, oldest first, up to `limit`, a page at a time.
+pub fn all_pages(
+    client: &Client,
+    query: &[(&str, String)],
+    limit: Option<usize>,
+) -> Result<Vec<JobSummary>> {
+    collect_pages(limit, job_pages::DEFAULT_LIMIT as usize, |size, after| {
+        let mut page_query = query.to_vec();
+        page_query.push(("limit", size.to_string()));
+        if let Some(after) = after {
+            page_query.push(("after", after.to_string()));
+        }
+        client.get::<Vec<JobSummary>>("/jobs", &page_query)
+    })
+}
+
+/// Asks `fetch(page size, after id)` for one page after the other until a short page says
+/// there are no more, or `limit` jobs are in.
+fn collect_pages(
+    limit: Option<usize>,
+    page_size: usize,
+    mut fetch: impl FnMut(usize, Option<u64>) -> Result<Vec<JobSummary>>,
+) -> Result<Vec<JobSummary>> {
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut jobs: Vec<JobSummary> = Vec::new();
+    while jobs.len() < limit {
+        let size = page_size.min(limit - jobs.len());
+        let page = fetch(size, jobs.last().map(|j| j.id))?;
+        let full = page.len() >= size;
+        jobs.extend(page);
+        if !full {
+            break;
+        }
+    }
     Ok(jobs)
 }
 
@@ -484,6 +518,51 @@ pub fn logs(args: LogsArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server stand-in: `stored` jobs, pages of at most the asked size after an id.
+    fn pages_of(
+        stored: &[u64],
+        calls: &mut Vec<(usize, Option<u64>)>,
+    ) -> impl FnMut(usize, Option<u64>) -> Result<Vec<JobSummary>> {
+        move |size, after| {
+            calls.push((size, after));
+            Ok(stored
+                .iter()
+                .filter(|&&id| after.is_none_or(|a| id > a))
+                .take(size)
+                .map(|&id| summary(id, "queued"))
+                .collect())
+        }
+    }
+
+    #[test]
+    fn every_page_is_fetched_once_and_a_limit_stops_early() {
+        let stored: Vec<u64> = (1..=7).collect();
+        let ids = |jobs: Vec<JobSummary>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+        let mut calls = Vec::new();
+        let all = collect_pages(None, 3, pages_of(&stored, &mut calls)).unwrap();
+        assert_eq!(ids(all), stored);
+        assert_eq!(calls, [(3, None), (3, Some(3)), (3, Some(6))]);
+
+        // A last page that happens to be full costs one more (empty) call.
+        let mut calls = Vec::new();
+        let all = collect_pages(None, 7, pages_of(&stored, &mut calls)).unwrap();
+        assert_eq!(ids(all), stored);
+        assert_eq!(calls, [(7, None), (7, Some(7))]);
+
+        let mut calls = Vec::new();
+        let first = collect_pages(Some(4), 3, pages_of(&stored, &mut calls)).unwrap();
+        assert_eq!(ids(first), [1, 2, 3, 4]);
+        assert_eq!(calls, [(3, None), (1, Some(3))]);
+
+        let mut calls = Vec::new();
+        assert!(
+            collect_pages(Some(0), 3, pages_of(&stored, &mut calls))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(calls.is_empty(), "no call for nothing");
+    }
 
     fn summary(id: u64, state: &str) -> JobSummary {
         JobSummary {

@@ -9,7 +9,8 @@ pub mod spec;
 
 pub use cluster::{NodesArgs, TopArgs, nodes, top};
 pub use jobs::{
-    CancelArgs, LogsArgs, LsArgs, ShowArgs, SubmitArgs, batch_sizes, cancel, logs, ls, show, submit,
+    CancelArgs, LogsArgs, LsArgs, ShowArgs, SubmitArgs, all_pages, batch_sizes, cancel, logs, ls,
+    show, submit,
 };
 
 use anyhow::{Result, anyhow};
