@@ -59,6 +59,12 @@ struct DecideArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
 
+    /// Share of running jobs whose fitted model changes between two rounds (new gradient
+    /// statistics from their reports); every running job also records the GPUs it ran on.
+    /// In the simulator 20–50% of jobs have a changed model at each round; 1 is the worst case.
+    #[arg(long, default_value_t = 1.0)]
+    refit_share: f64,
+
     /// How many GPU types the clusters mix (1-5: t4, rtx2080ti, a100, v100, quadro6000).
     #[arg(long, default_value_t = 4)]
     gpu_types: usize,
@@ -104,6 +110,12 @@ fn decide(args: DecideArgs) -> Result<()> {
     if args.rounds == 0 {
         bail!("--rounds: must be ≥ 1");
     }
+    if !(0.0..=1.0).contains(&args.refit_share) {
+        bail!(
+            "--refit-share: {} must be between 0 and 1",
+            args.refit_share
+        );
+    }
     if args.gpus.contains(&0) {
         bail!("--gpus: every cluster needs ≥ 1 GPU");
     }
@@ -130,6 +142,7 @@ fn decide(args: DecideArgs) -> Result<()> {
                 .with_context(|| format!("--policy {name} (known: {})", POLICY_NAMES.join(", ")))?;
             let mut rng = policy_rng(args.seed);
             let mut state = start.clone();
+            let mut reports = policy_rng(args.seed ^ 0x5eed);
             let mut ms = Vec::with_capacity(args.rounds);
             for round in 0..args.rounds {
                 let snapshot = state.snapshot();
@@ -144,6 +157,7 @@ fn decide(args: DecideArgs) -> Result<()> {
                     )
                 })?;
                 state.apply(&plan, ROUND_SECONDS);
+                state.report(args.refit_share, &mut reports);
             }
             ms.sort_by(f64::total_cmp);
             rows.push(Row {

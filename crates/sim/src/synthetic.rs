@@ -341,6 +341,24 @@ impl Scenario {
         }
         self.now += seconds;
     }
+
+    /// What running jobs' reports do to their fitted models over a round, as in the
+    /// simulator and the live server: each running job has now run on its current GPU count,
+    /// and `share` of them (drawn with `rng`) also have new gradient statistics (the noise
+    /// grows as training goes on), so a policy's per-model caches go stale as they would live.
+    pub fn report(&mut self, share: f64, rng: &mut impl Rng) {
+        for job in self.jobs.iter_mut().filter(|j| j.is_running()) {
+            let gpus = job.allocation.total_gpus();
+            let refit = rng.random_bool(share.clamp(0.0, 1.0));
+            let Some(model) = job.model.as_mut() else {
+                continue;
+            };
+            model.max_replicas_seen = model.max_replicas_seen.max(gpus);
+            if let Some(grad) = model.grad.as_mut().filter(|_| refit) {
+                grad.var *= 1.02;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -412,6 +430,45 @@ mod tests {
         ] {
             assert!(s.jobs.iter().any(|j| j.category == category), "{category}");
         }
+    }
+
+    #[test]
+    fn reports_record_the_gpus_run_on_and_refit_the_drawn_share() {
+        let grads = |s: &Scenario| -> Vec<f64> {
+            s.jobs
+                .iter()
+                .map(|j| j.model.as_ref().and_then(|m| m.grad).map_or(0.0, |g| g.var))
+                .collect()
+        };
+        let start = scenario(spec(2048, 500, 3)).expect("valid");
+        let running = start.jobs.iter().filter(|j| j.is_running()).count();
+        let mut rng = policy_rng(1);
+        let mut none = start.clone();
+        none.report(0.0, &mut rng);
+        assert_eq!(grads(&none), grads(&start), "share 0 refits nothing");
+        for job in none.jobs.iter().filter(|j| j.is_running()) {
+            let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
+            assert!(seen >= job.allocation.total_gpus(), "{}", job.name);
+        }
+        let changed = |share: f64, rng: &mut ChaCha8Rng| {
+            let mut s = start.clone();
+            s.report(share, rng);
+            grads(&s)
+                .iter()
+                .zip(grads(&start))
+                .filter(|(a, b)| *a != b)
+                .count()
+        };
+        assert_eq!(
+            changed(1.0, &mut rng),
+            running,
+            "share 1 refits every running job"
+        );
+        let some = changed(0.3, &mut rng);
+        assert!(
+            some > running / 5 && some < running * 2 / 5,
+            "{some} of {running}"
+        );
     }
 
     #[test]
