@@ -267,6 +267,51 @@ impl JobModel {
         })
     }
 
+    /// `best_on(gpu_type, nodes, replicas)`'s goodput for each `(nodes, replicas)` of
+    /// `configs`, computing the one-GPU goodputs that bootstrapping divides by once instead of
+    /// per configuration, and no batch choice (a policy pricing many options needs only the
+    /// goodput).
+    pub fn goodputs_on(
+        &self,
+        gpu_type: &crate::cluster::GpuType,
+        configs: &[(u32, u32)],
+    ) -> Vec<Option<f64>> {
+        let grad = self.grad_or_default();
+        let Some((own, own_perf)) = self
+            .type_model(gpu_type)
+            .and_then(|own| own.perf.as_ref().map(|p| (own, p)))
+        else {
+            return vec![None; configs.len()];
+        };
+        let direct = |nodes, replicas| {
+            best_batch(own_perf, &grad, &own.limits, nodes, replicas).map(|c| c.goodput)
+        };
+        let reference = (!own.multi_gpu_observed)
+            .then(|| self.scaling_reference(gpu_type))
+            .flatten();
+        // (own one-GPU goodput, reference one-GPU goodput), evaluated on first need.
+        let mut ones: Option<Option<(f64, f64)>> = None;
+        configs
+            .iter()
+            .map(|&(nodes, replicas)| {
+                let Some((reference, reference_perf)) = reference.filter(|_| replicas > 1) else {
+                    return direct(nodes, replicas);
+                };
+                let (own_one, reference_one) = (*ones.get_or_insert_with(|| {
+                    let own_one = best_batch(own_perf, &grad, &own.limits, 1, 1)?.goodput;
+                    let reference_one =
+                        best_batch(reference_perf, &grad, &reference.limits, 1, 1)?.goodput;
+                    Some((own_one, reference_one))
+                }))?;
+                let scaled = best_batch(reference_perf, &grad, &reference.limits, nodes, replicas)?;
+                if reference_one <= 0.0 {
+                    return direct(nodes, replicas);
+                }
+                Some(scaled.goodput * own_one / reference_one)
+            })
+            .collect()
+    }
+
     /// Throughput (samples/s) on `gpu_type` at a fixed total batch, for rigid jobs
     /// (bootstrapped like `best_on`).
     pub fn throughput_on(
@@ -775,6 +820,44 @@ mod bootstrap_tests {
         );
         // An unknown type has no estimate.
         assert!(m.best_on(&GpuType::new("v100"), 1, 1).is_none());
+    }
+
+    #[test]
+    fn goodputs_on_many_configurations_equal_best_on_each() {
+        let mut m = model();
+        let configs: Vec<(u32, u32)> = [1, 2, 4, 8, 16, 24, 64]
+            .iter()
+            .map(|&g: &u32| (g.div_ceil(8), g))
+            .collect();
+        let types = ["a100", "t4", "v100"].map(GpuType::new);
+        for variant in 0..3 {
+            if variant == 1 {
+                // No type with multi-GPU data: nothing to bootstrap from.
+                m.types[0].multi_gpu_observed = false;
+            }
+            if variant == 2 {
+                // A batch range that fits no single GPU.
+                m.types[1].limits.max_batch = 8;
+            }
+            for gpu_type in &types {
+                let many = m.goodputs_on(gpu_type, &configs);
+                let each: Vec<Option<f64>> = configs
+                    .iter()
+                    .map(|&(n, r)| m.best_on(gpu_type, n, r).map(|c| c.goodput))
+                    .collect();
+                assert_eq!(many, each, "{gpu_type:?}, variant {variant}");
+            }
+        }
+        assert!(
+            m.goodputs_on(&types[1], &configs)
+                .iter()
+                .all(Option::is_none)
+        );
+        assert!(
+            m.goodputs_on(&types[0], &configs)
+                .iter()
+                .any(Option::is_some)
+        );
     }
 
     #[test]

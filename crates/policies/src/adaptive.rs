@@ -18,6 +18,9 @@ use adaptsched_core::{JobId, JobView, Plan, Policy, Snapshot};
 use rand::RngCore;
 use std::collections::BTreeMap;
 
+/// Options in a round above which the solver takes batched passes (see `SolverEffort`).
+const BATCHED_SOLVER_ABOVE_OPTIONS: usize = 4000;
+
 /// Knobs of `adaptive`; each component can be switched off for the ablation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdaptiveConfig {
@@ -152,6 +155,8 @@ pub struct Adaptive {
     waiting_since: BTreeMap<JobId, f64>,
     /// Each job's progress so far, in seconds alone on its requested GPUs.
     progress: BTreeMap<JobId, Progress>,
+    /// This round's usable GPUs per type and job needs.
+    usable_by_needs: UsableByNeeds,
 }
 
 /// A job's progress as its finish-time-fairness estimate needs it.
@@ -355,7 +360,14 @@ impl Adaptive {
             .get(&job.id)
             .is_some_and(|c| c.limit == limit && c.model == job.model);
         if !fresh {
-            let raw = configurations(snapshot, job, types, empty, limit);
+            let raw = configurations(
+                snapshot,
+                job,
+                types,
+                empty,
+                &mut self.usable_by_needs,
+                limit,
+            );
             self.goodputs.insert(
                 job.id,
                 CachedGoodputs {
@@ -464,6 +476,11 @@ fn relative_rate(snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> 
     (alone > 0.0).then(|| now / alone)
 }
 
+/// GPUs of each type a job could use at once on an empty cluster, by (type index, CPUs per
+/// GPU, memory per GPU): counting them takes a pass over every node, and jobs share few
+/// distinct needs, so each round counts each need once.
+type UsableByNeeds = BTreeMap<(usize, u64, u64), u32>;
+
 /// Every allowed (type index, GPU count, goodput) of a job up to `limit` GPUs: powers of two
 /// within a node, then whole nodes (Sia's configurations).
 fn configurations(
@@ -471,6 +488,7 @@ fn configurations(
     job: &JobView,
     types: &[TypeInfo],
     empty: &FreeResources,
+    usable_by_needs: &mut UsableByNeeds,
     limit: u32,
 ) -> Vec<(usize, u32, f64)> {
     let mut raw = Vec::new();
@@ -478,33 +496,58 @@ fn configurations(
         if !job.allows(&info.gpu_type) {
             continue;
         }
-        // Without CPU or memory needs every GPU of the type is usable (the common case;
-        // skips a pass over all nodes per job).
+        // Without CPU or memory needs every GPU of the type is usable (the common case).
         let usable: u32 = if job.cpus_per_gpu <= 0.0 && job.memory_gb_per_gpu <= 0.0 {
             info.capacity
         } else {
-            (0..snapshot.cluster.nodes.len())
-                .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
-                .map(|i| empty.usable_gpus(job, i))
-                .sum()
+            let needs = (
+                t,
+                job.cpus_per_gpu.to_bits(),
+                job.memory_gb_per_gpu.to_bits(),
+            );
+            *usable_by_needs.entry(needs).or_insert_with(|| {
+                (0..snapshot.cluster.nodes.len())
+                    .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
+                    .map(|i| empty.usable_gpus(job, i))
+                    .sum()
+            })
         };
         let nodes = info.capacity / info.node_size.max(1);
-        let counts = if job.min_gpus == job.max_gpus {
+        let counts: Vec<u32> = if job.min_gpus == job.max_gpus {
             vec![job.min_gpus]
         } else {
             type_configs(info.node_size, nodes.max(1))
-        };
-        for gpus in counts
-            .into_iter()
-            .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
-        {
-            let nodes = gpus.div_ceil(info.node_size);
-            let goodput = match job.model.as_ref() {
-                Some(model) => model_goodput(model, &info.gpu_type, nodes, gpus).unwrap_or(0.0),
-                None => f64::from(gpus),
-            };
-            raw.push((t, gpus, goodput));
         }
+        .into_iter()
+        .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
+        .collect();
+        let goodputs: Vec<f64> = match job.model.as_ref() {
+            Some(model) if !model.types.is_empty() => {
+                let configs: Vec<(u32, u32)> = counts
+                    .iter()
+                    .map(|&g| (g.div_ceil(info.node_size), g))
+                    .collect();
+                model
+                    .goodputs_on(&info.gpu_type, &configs)
+                    .into_iter()
+                    .map(|g| g.unwrap_or(0.0))
+                    .collect()
+            }
+            Some(model) => counts
+                .iter()
+                .map(|&g| {
+                    model_goodput(model, &info.gpu_type, g.div_ceil(info.node_size), g)
+                        .unwrap_or(0.0)
+                })
+                .collect(),
+            None => counts.iter().map(|&g| f64::from(g)).collect(),
+        };
+        raw.extend(
+            counts
+                .into_iter()
+                .zip(goodputs)
+                .map(|(g, goodput)| (t, g, goodput)),
+        );
     }
     raw
 }
@@ -533,6 +576,7 @@ impl Policy for Adaptive {
             snapshot.jobs.iter().map(|j| j.id).collect();
         self.goodputs.retain(|id, _| active.contains(id));
         let types = type_infos(snapshot.cluster);
+        self.usable_by_needs.clear();
         if self.config.ftf_power != 0.0 {
             self.track_progress(snapshot, &types);
         }
@@ -547,9 +591,13 @@ impl Policy for Adaptive {
             lambda_unallocated: self.config.unallocated_cost,
         };
         let warm = current_choices(snapshot, &types, &problem);
+        // One move per pass finds slightly better plans, but its passes are quadratic in the
+        // number of jobs: batched passes from a few hundred jobs on (the simulated 64-GPU
+        // clusters stay below this; 500 jobs on 2,048 GPUs are far above).
         let effort = SolverEffort {
             iterations: 40,
             patience: 4,
+            batched_above: BATCHED_SOLVER_ABOVE_OPTIONS,
         };
         let assignment = solve_with(&problem, Some(warm), effort);
         plan_from(

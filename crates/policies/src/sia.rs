@@ -193,6 +193,142 @@ fn improve(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
     }
 }
 
+/// `repair` for large problems: each pass prices every job's cheapest move off the
+/// over-full type once and applies them cheapest first until the type fits, instead of one
+/// move per pass over all jobs (quadratic in the number of jobs).
+fn repair_batched(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
+    loop {
+        let mut used = problem.usage(assignment);
+        let Some(over) = (0..used.len()).find(|&t| used[t] > problem.capacity[t]) else {
+            return;
+        };
+        // (cost per GPU freed, job, where it moves)
+        let mut moves: Vec<(f64, usize, Option<usize>)> = Vec::new();
+        for (j, job) in problem.jobs.iter().enumerate() {
+            let Some(here) = assignment[j].map(|c| job.choices[c]) else {
+                continue;
+            };
+            if here.gpu_type != over {
+                continue;
+            }
+            let mut best: Option<(f64, Option<usize>)> = None;
+            let targets = std::iter::once(None).chain((0..job.choices.len()).map(Some));
+            for target in targets {
+                let (cost, gpus_there, t) =
+                    target.map_or((problem.lambda_unallocated, 0, over), |c| {
+                        (
+                            job.choices[c].cost,
+                            job.choices[c].gpus,
+                            job.choices[c].gpu_type,
+                        )
+                    });
+                let freed = if t == over {
+                    here.gpus.saturating_sub(gpus_there)
+                } else {
+                    here.gpus
+                };
+                if freed == 0 || (t != over && used[t] + gpus_there > problem.capacity[t]) {
+                    continue;
+                }
+                let per_gpu = (cost - here.cost) / f64::from(freed);
+                if best.is_none_or(|(b, _)| per_gpu < b) {
+                    best = Some((per_gpu, target));
+                }
+            }
+            if let Some((per_gpu, target)) = best {
+                moves.push((per_gpu, j, target));
+            }
+        }
+        moves.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut moved = false;
+        for (_, j, target) in moves {
+            if used[over] <= problem.capacity[over] {
+                break;
+            }
+            let job = &problem.jobs[j];
+            let here = job.choices[assignment[j].expect("allocated")];
+            if let Some(c) = target.map(|c| job.choices[c])
+                && c.gpu_type != over
+                && used[c.gpu_type] + c.gpus > problem.capacity[c.gpu_type]
+            {
+                continue;
+            }
+            used[here.gpu_type] -= here.gpus;
+            if let Some(c) = target.map(|c| job.choices[c]) {
+                used[c.gpu_type] += c.gpus;
+            }
+            assignment[j] = target;
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// `improve` for large problems: each pass finds every job's best improving move once and
+/// applies them largest gain first while they still fit, until a pass finds none.
+fn improve_batched(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
+    let footprint = |j: usize, a: Option<usize>| {
+        a.map_or((usize::MAX, 0), |c| {
+            (
+                problem.jobs[j].choices[c].gpu_type,
+                problem.jobs[j].choices[c].gpus,
+            )
+        })
+    };
+    let cost_of = |j: usize, a: Option<usize>| {
+        a.map_or(problem.lambda_unallocated, |c| {
+            problem.jobs[j].choices[c].cost
+        })
+    };
+    let free_for = |used: &[u32], j: usize, now: Option<usize>, choice: &Choice| {
+        let (now_type, now_gpus) = footprint(j, now);
+        problem.capacity[choice.gpu_type] - used[choice.gpu_type]
+            + if choice.gpu_type == now_type {
+                now_gpus
+            } else {
+                0
+            }
+    };
+    for _ in 0..4 * problem.jobs.len() + 4 {
+        let mut used = problem.usage(assignment);
+        let mut moves: Vec<(f64, usize, usize)> = Vec::new();
+        for (j, job) in problem.jobs.iter().enumerate() {
+            let now_cost = cost_of(j, assignment[j]);
+            let mut best: Option<(f64, usize)> = None;
+            for (c, choice) in job.choices.iter().enumerate() {
+                let gain = now_cost - choice.cost;
+                if gain > 1e-12
+                    && choice.gpus <= free_for(&used, j, assignment[j], choice)
+                    && best.is_none_or(|(g, _)| gain > g)
+                {
+                    best = Some((gain, c));
+                }
+            }
+            if let Some((gain, c)) = best {
+                moves.push((gain, j, c));
+            }
+        }
+        if moves.is_empty() {
+            return;
+        }
+        moves.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, j, c) in moves {
+            let choice = problem.jobs[j].choices[c];
+            if choice.gpus > free_for(&used, j, assignment[j], &choice) {
+                continue;
+            }
+            let (now_type, now_gpus) = footprint(j, assignment[j]);
+            if now_type != usize::MAX {
+                used[now_type] -= now_gpus;
+            }
+            used[choice.gpu_type] += choice.gpus;
+            assignment[j] = Some(c);
+        }
+    }
+}
+
 /// Pair moves: one job changes option (often down or out) so that another can change too,
 /// when together they lower the cost. Quadratic, so only for small problems.
 fn improve_pairs(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
@@ -287,6 +423,10 @@ pub fn solve_from(problem: &SiaProblem, warm: Option<Vec<Option<usize>>>) -> Vec
 pub struct SolverEffort {
     pub iterations: usize,
     pub patience: usize,
+    /// Above this many options in all, repair and improve in batched passes
+    /// (`repair_batched`, `improve_batched`): linear per pass, where the one-move-per-pass
+    /// originals are quadratic in the number of jobs. `usize::MAX`: never.
+    pub batched_above: usize,
 }
 
 impl Default for SolverEffort {
@@ -295,9 +435,13 @@ impl Default for SolverEffort {
         SolverEffort {
             iterations: 40,
             patience: usize::MAX,
+            batched_above: usize::MAX,
         }
     }
 }
+
+/// A repair or improvement pass over an assignment.
+type Pass = fn(&SiaProblem, &mut [Option<usize>]);
 
 /// `solve_from` with a chosen effort.
 pub fn solve_with(
@@ -308,6 +452,12 @@ pub fn solve_with(
     let types = problem.capacity.len();
     let mut price = vec![0.0; types];
     let mut best: Option<(f64, Vec<Option<usize>>)> = None;
+    let options: usize = problem.jobs.iter().map(|j| j.choices.len()).sum();
+    let (repair, improve): (Pass, Pass) = if options > effort.batched_above {
+        (repair_batched, improve_batched)
+    } else {
+        (repair, improve)
+    };
     if let Some(mut start) = warm.filter(|w| w.len() == problem.jobs.len() && problem.feasible(w)) {
         improve(problem, &mut start);
         best = Some((problem.cost(&start), start));
@@ -745,6 +895,79 @@ mod tests {
             "optimal on {exact}/{total}, worst gap {worst_gap}"
         );
         assert!(worst_gap < 0.03, "worst gap {worst_gap}");
+    }
+
+    /// A Sia-shaped problem of `jobs` jobs over types of `capacity` GPUs; `p` > 0 gives
+    /// adaptive's (negative, maximizing) costs.
+    fn large_problem(rng: &mut rand_chacha::ChaCha8Rng, jobs: usize, p: f64) -> SiaProblem {
+        let capacity: Vec<u32> = (0..3).map(|_| rng.random_range(32..=256)).collect();
+        let jobs = (0..jobs)
+            .map(|_| {
+                let mut choices = Vec::new();
+                for (t, &cap) in capacity.iter().enumerate() {
+                    let speed = rng.random_range(0.5..3.0);
+                    let scaling: f64 = rng.random_range(0.3..1.0);
+                    let mut g = 1;
+                    while g <= cap.min(64) {
+                        let value = (speed * f64::from(g).powf(scaling)).powf(p);
+                        let cost = if p > 0.0 { -value } else { value };
+                        choices.push(Choice {
+                            gpu_type: t,
+                            gpus: g,
+                            cost,
+                        });
+                        g *= 2;
+                    }
+                }
+                JobOptions { choices }
+            })
+            .collect();
+        SiaProblem {
+            jobs,
+            capacity,
+            lambda_unallocated: if p > 0.0 { 1e3 } else { 1.1 },
+        }
+    }
+
+    #[test]
+    fn batched_passes_solve_about_as_well_as_one_move_passes() {
+        let batched = SolverEffort {
+            iterations: 40,
+            patience: 4,
+            batched_above: 0,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (mut exact, mut worst_gap) = (0, 0.0f64);
+        for _ in 0..300 {
+            let problem = random_problem(&mut rng);
+            let ours = solve_with(&problem, None, batched);
+            assert!(problem.feasible(&ours), "infeasible: {problem:?}");
+            let gap = (problem.cost(&ours) - brute_force(&problem)) / brute_force(&problem);
+            exact += usize::from(gap < 1e-9);
+            worst_gap = worst_gap.max(gap);
+        }
+        assert!(
+            exact >= 270,
+            "optimal on {exact}/300, worst gap {worst_gap}"
+        );
+        assert!(worst_gap < 0.05, "worst gap {worst_gap}");
+        let sequential = SolverEffort {
+            batched_above: usize::MAX,
+            ..batched
+        };
+        for (p, jobs) in [(-0.5, 60), (0.5, 60), (-0.5, 400), (0.5, 400)] {
+            let problem = large_problem(&mut rng, jobs, p);
+            let warm = vec![None; jobs];
+            let fast = solve_with(&problem, Some(warm.clone()), batched);
+            let slow = solve_with(&problem, Some(warm), sequential);
+            assert!(problem.feasible(&fast));
+            let (fast, slow) = (problem.cost(&fast), problem.cost(&slow));
+            eprintln!("p {p}, {jobs} jobs: batched {fast:.4}, one move per pass {slow:.4}");
+            assert!(
+                fast <= slow + 0.01 * slow.abs(),
+                "p {p}, {jobs} jobs: {fast} vs {slow}"
+            );
+        }
     }
 
     #[test]
