@@ -79,7 +79,12 @@ pub fn network_time(p: &PerfParams, nodes: u32, replicas: u32) -> f64 {
 
 /// Seconds of the synchronizing (optimizer) step, with compute and sync overlapping by γ.
 pub fn optim_time(p: &PerfParams, accum: f64, network: f64) -> f64 {
-    (accum.powf(p.gamma) + network.powf(p.gamma)).powf(1.0 / p.gamma)
+    optim_time_from(p, accum, network.powf(p.gamma))
+}
+
+/// `optim_time` given the sync time already raised to γ (constant over a batch search).
+fn optim_time_from(p: &PerfParams, accum: f64, network_pow: f64) -> f64 {
+    (accum.powf(p.gamma) + network_pow).powf(1.0 / p.gamma)
 }
 
 /// Seconds per optimizer step with `accum_steps` extra accumulation steps.
@@ -90,8 +95,13 @@ pub fn iteration_time(
     local_bsz: f64,
     accum_steps: u32,
 ) -> f64 {
+    let network_pow = network_time(p, nodes, replicas).powf(p.gamma);
+    iteration_time_from(p, local_bsz, accum_steps, network_pow)
+}
+
+fn iteration_time_from(p: &PerfParams, local_bsz: f64, accum_steps: u32, network_pow: f64) -> f64 {
     let accum = accum_time(p, local_bsz);
-    f64::from(accum_steps) * accum + optim_time(p, accum, network_time(p, nodes, replicas))
+    f64::from(accum_steps) * accum + optim_time_from(p, accum, network_pow)
 }
 
 /// Samples per second.
@@ -102,8 +112,19 @@ pub fn throughput(
     local_bsz: f64,
     accum_steps: u32,
 ) -> f64 {
+    let network_pow = network_time(p, nodes, replicas).powf(p.gamma);
+    throughput_from(p, replicas, local_bsz, accum_steps, network_pow)
+}
+
+fn throughput_from(
+    p: &PerfParams,
+    replicas: u32,
+    local_bsz: f64,
+    accum_steps: u32,
+    network_pow: f64,
+) -> f64 {
     let batch = f64::from(replicas) * local_bsz * f64::from(accum_steps + 1);
-    batch / iteration_time(p, nodes, replicas, local_bsz, accum_steps)
+    batch / iteration_time_from(p, local_bsz, accum_steps, network_pow)
 }
 
 /// Statistical efficiency of total batch `batch` relative to `init_batch`:
@@ -129,8 +150,29 @@ pub fn goodput(
     local_bsz: u32,
     accum_steps: u32,
 ) -> f64 {
+    let network_pow = network_time(p, nodes, replicas).powf(p.gamma);
+    goodput_from(
+        p,
+        grad,
+        init_batch,
+        replicas,
+        local_bsz,
+        accum_steps,
+        network_pow,
+    )
+}
+
+fn goodput_from(
+    p: &PerfParams,
+    grad: &GradStats,
+    init_batch: u32,
+    replicas: u32,
+    local_bsz: u32,
+    accum_steps: u32,
+    network_pow: f64,
+) -> f64 {
     let batch = f64::from(replicas * local_bsz * (accum_steps + 1));
-    throughput(p, nodes, replicas, f64::from(local_bsz), accum_steps)
+    throughput_from(p, replicas, f64::from(local_bsz), accum_steps, network_pow)
         * efficiency(grad, f64::from(init_batch), batch)
 }
 
@@ -155,7 +197,11 @@ pub fn best_batch(
     if low > high {
         return None;
     }
+    // Constant over the search: the sync time raised to γ, computed once (same value as
+    // `goodput` computes per call).
+    let network_pow = network_time(p, nodes, replicas).powf(p.gamma);
     let mut best: Option<BatchChoice> = None;
+    let mut previous: Option<(u32, u32)> = None;
     for i in 0..BATCH_CANDIDATES {
         let t = i as f64 / (BATCH_CANDIDATES - 1) as f64;
         let batch = low * (high / low).powf(t);
@@ -168,7 +214,20 @@ pub fn best_batch(
         if atomic < limits.min_local || atomic > limits.max_local {
             continue;
         }
-        let value = goodput(p, grad, limits.init_batch, nodes, replicas, atomic, accum);
+        // Neighbouring candidates often round to the same configuration: same goodput.
+        if previous == Some((atomic, accum)) {
+            continue;
+        }
+        previous = Some((atomic, accum));
+        let value = goodput_from(
+            p,
+            grad,
+            limits.init_batch,
+            replicas,
+            atomic,
+            accum,
+            network_pow,
+        );
         if value.is_finite() && best.is_none_or(|b| value > b.goodput) {
             best = Some(BatchChoice {
                 goodput: value,
@@ -179,6 +238,11 @@ pub fn best_batch(
     }
     best
 }
+
+/// Best-batch goodputs of one job by (index of its type model, nodes, replicas): what its
+/// `JobModel::goodputs_on` calls of one round share.
+#[derive(Clone, Debug, Default)]
+pub struct GoodputMemo(std::collections::BTreeMap<(usize, u32, u32), Option<f64>>);
 
 /// A job's throughput model on one GPU type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -268,46 +332,53 @@ impl JobModel {
     }
 
     /// `best_on(gpu_type, nodes, replicas)`'s goodput for each `(nodes, replicas)` of
-    /// `configs`, computing the one-GPU goodputs that bootstrapping divides by once instead of
-    /// per configuration, and no batch choice (a policy pricing many options needs only the
-    /// goodput).
+    /// `configs`, without the batch choice (a policy pricing many options needs only the
+    /// goodput). `memo` keeps each type's best-batch goodputs for the job's other calls: the
+    /// one-GPU goodputs that bootstrapping divides by, and a reference type's goodputs that
+    /// every unexplored type scales from, are computed once.
     pub fn goodputs_on(
         &self,
         gpu_type: &crate::cluster::GpuType,
         configs: &[(u32, u32)],
+        memo: &mut GoodputMemo,
     ) -> Vec<Option<f64>> {
         let grad = self.grad_or_default();
-        let Some((own, own_perf)) = self
-            .type_model(gpu_type)
-            .and_then(|own| own.perf.as_ref().map(|p| (own, p)))
+        let Some(own) = self
+            .types
+            .iter()
+            .position(|t| &t.gpu_type == gpu_type)
+            .filter(|&i| self.types[i].perf.is_some())
         else {
             return vec![None; configs.len()];
         };
-        let direct = |nodes, replicas| {
-            best_batch(own_perf, &grad, &own.limits, nodes, replicas).map(|c| c.goodput)
+        let mut best = |index: usize, nodes: u32, replicas: u32| {
+            *memo.0.entry((index, nodes, replicas)).or_insert_with(|| {
+                let model = &self.types[index];
+                best_batch(model.perf.as_ref()?, &grad, &model.limits, nodes, replicas)
+                    .map(|c| c.goodput)
+            })
         };
-        let reference = (!own.multi_gpu_observed)
-            .then(|| self.scaling_reference(gpu_type))
+        // As `scaling_reference`: the first other type with multi-GPU data.
+        let reference = (!self.types[own].multi_gpu_observed)
+            .then(|| {
+                self.types.iter().position(|t| {
+                    t.multi_gpu_observed && &t.gpu_type != gpu_type && t.perf.is_some()
+                })
+            })
             .flatten();
-        // (own one-GPU goodput, reference one-GPU goodput), evaluated on first need.
-        let mut ones: Option<Option<(f64, f64)>> = None;
         configs
             .iter()
             .map(|&(nodes, replicas)| {
-                let Some((reference, reference_perf)) = reference.filter(|_| replicas > 1) else {
-                    return direct(nodes, replicas);
+                let Some(reference) = reference.filter(|_| replicas > 1) else {
+                    return best(own, nodes, replicas);
                 };
-                let (own_one, reference_one) = (*ones.get_or_insert_with(|| {
-                    let own_one = best_batch(own_perf, &grad, &own.limits, 1, 1)?.goodput;
-                    let reference_one =
-                        best_batch(reference_perf, &grad, &reference.limits, 1, 1)?.goodput;
-                    Some((own_one, reference_one))
-                }))?;
-                let scaled = best_batch(reference_perf, &grad, &reference.limits, nodes, replicas)?;
+                let own_one = best(own, 1, 1)?;
+                let reference_one = best(reference, 1, 1)?;
+                let scaled = best(reference, nodes, replicas)?;
                 if reference_one <= 0.0 {
-                    return direct(nodes, replicas);
+                    return best(own, nodes, replicas);
                 }
-                Some(scaled.goodput * own_one / reference_one)
+                Some(scaled * own_one / reference_one)
             })
             .collect()
     }
@@ -839,8 +910,9 @@ mod bootstrap_tests {
                 // A batch range that fits no single GPU.
                 m.types[1].limits.max_batch = 8;
             }
+            let mut memo = GoodputMemo::default();
             for gpu_type in &types {
-                let many = m.goodputs_on(gpu_type, &configs);
+                let many = m.goodputs_on(gpu_type, &configs, &mut memo);
                 let each: Vec<Option<f64>> = configs
                     .iter()
                     .map(|&(n, r)| m.best_on(gpu_type, n, r).map(|c| c.goodput))
@@ -848,13 +920,14 @@ mod bootstrap_tests {
                 assert_eq!(many, each, "{gpu_type:?}, variant {variant}");
             }
         }
+        let mut memo = GoodputMemo::default();
         assert!(
-            m.goodputs_on(&types[1], &configs)
+            m.goodputs_on(&types[1], &configs, &mut memo)
                 .iter()
                 .all(Option::is_none)
         );
         assert!(
-            m.goodputs_on(&types[0], &configs)
+            m.goodputs_on(&types[0], &configs, &mut memo)
                 .iter()
                 .any(Option::is_some)
         );

@@ -14,6 +14,7 @@ use crate::sia::{
     Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, current_choices, plan_from, solve_with,
     type_configs, type_infos,
 };
+use adaptsched_core::perf::GoodputMemo;
 use adaptsched_core::{JobId, JobView, Plan, Policy, Snapshot};
 use rand::RngCore;
 use std::collections::BTreeMap;
@@ -492,6 +493,7 @@ fn configurations(
     limit: u32,
 ) -> Vec<(usize, u32, f64)> {
     let mut raw = Vec::new();
+    let mut memo = GoodputMemo::default();
     for (t, info) in types.iter().enumerate() {
         if !job.allows(&info.gpu_type) {
             continue;
@@ -528,7 +530,7 @@ fn configurations(
                     .map(|&g| (g.div_ceil(info.node_size), g))
                     .collect();
                 model
-                    .goodputs_on(&info.gpu_type, &configs)
+                    .goodputs_on(&info.gpu_type, &configs, &mut memo)
                     .into_iter()
                     .map(|g| g.unwrap_or(0.0))
                     .collect()
