@@ -8,6 +8,7 @@
 //! against an exact solver on random instances.
 
 use crate::placement::{FreeResources, fill_in_order};
+use adaptsched_core::perf::GoodputMemo;
 use adaptsched_core::{Allocation, Cluster, GpuType, JobView, NodeId, Plan, Policy, Snapshot};
 use rand::RngCore;
 
@@ -549,17 +550,19 @@ pub(crate) fn type_infos(cluster: &Cluster) -> Vec<TypeInfo> {
 impl Sia {
     /// A job's options: allowed (type, count) configurations within its growth limit, costed
     /// by normalized goodput × restart factor, raised to p.
-    fn options(&self, snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> JobOptions {
+    fn options(
+        &self,
+        snapshot: &Snapshot<'_>,
+        job: &JobView,
+        types: &[TypeInfo],
+        empty: &FreeResources,
+    ) -> JobOptions {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let limit = job.max_gpus.min((2 * seen).max(1)).max(job.min_gpus);
-        let current_type = job
-            .allocation
-            .parts
-            .first()
-            .map(|&(n, _)| snapshot.cluster.nodes[n.index()].gpu_type.clone());
+        let current_type = job.allocation.gpu_type(snapshot.cluster);
         let current_gpus = job.allocation.total_gpus();
         let mut raw: Vec<(usize, u32, f64)> = Vec::new();
-        let empty = FreeResources::of(snapshot.cluster);
+        let mut memo = GoodputMemo::default();
         for (t, info) in types.iter().enumerate() {
             if !job.allows(&info.gpu_type) {
                 continue;
@@ -574,18 +577,27 @@ impl Sia {
             if job.min_gpus == job.max_gpus {
                 counts = vec![job.min_gpus];
             }
-            for gpus in counts
-                .into_iter()
-                .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
-            {
-                let goodput = match job.model.as_ref() {
-                    Some(model) => model
-                        .best_on(&info.gpu_type, gpus.div_ceil(info.node_size), gpus)
-                        .map_or(0.0, |c| c.goodput),
-                    None => f64::from(gpus),
-                };
-                raw.push((t, gpus, goodput));
-            }
+            counts.retain(|&g| g >= job.min_gpus && g <= limit && g <= usable);
+            let goodputs: Vec<f64> = match job.model.as_ref() {
+                Some(model) => {
+                    let configs: Vec<(u32, u32)> = counts
+                        .iter()
+                        .map(|&g| (g.div_ceil(info.node_size), g))
+                        .collect();
+                    model
+                        .goodputs_on(&info.gpu_type, &configs, &mut memo)
+                        .into_iter()
+                        .map(|g| g.unwrap_or(0.0))
+                        .collect()
+                }
+                None => counts.iter().map(|&g| f64::from(g)).collect(),
+            };
+            raw.extend(
+                counts
+                    .into_iter()
+                    .zip(goodputs)
+                    .map(|(g, goodput)| (t, g, goodput)),
+            );
         }
         let min_positive = raw
             .iter()
@@ -607,8 +619,7 @@ impl Sia {
                 } else {
                     1.0
                 };
-                let same =
-                    current_type.as_ref() == Some(&types[t].gpu_type) && current_gpus == gpus;
+                let same = current_type == Some(&types[t].gpu_type) && current_gpus == gpus;
                 let value = if same || current_gpus == 0 {
                     normalized
                 } else {
@@ -795,10 +806,11 @@ impl Policy for Sia {
 
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         let types = type_infos(snapshot.cluster);
+        let empty = FreeResources::of(snapshot.cluster);
         let jobs: Vec<JobOptions> = snapshot
             .jobs
             .iter()
-            .map(|job| self.options(snapshot, job, &types))
+            .map(|job| self.options(snapshot, job, &types, &empty))
             .collect();
         let problem = SiaProblem {
             jobs,
