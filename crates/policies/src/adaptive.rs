@@ -2,12 +2,13 @@
 //! GPU count) options (Sia's structure and solver), valued by goodput speedup from the job's
 //! online-fitted model with batch-size co-adaptation (Pollux), with a utilitarian exponent
 //! (p = 0.5), fast first grants (up to the user's request), restart-cost discounting with
-//! hysteresis, and, when jobs outnumber GPUs, an admission order by response ratio (waited
-//! over expected remaining service, learned from finished jobs of the same application).
-//! Least-attained-service weights on shares (Tiresias-style) and a finish-time-fairness weight
-//! (Themis-style, from each job's progress under its own model) are measured in
-//! docs/adaptive.md and off by default. It reads only what a live scheduler knows: fitted
-//! models, attained service, restarts and their measured cost, and what finished jobs needed.
+//! hysteresis, a finish-time-fairness weight (Themis: each job's ratio so far, from its
+//! progress under its own model against a 1/n share of the cluster, squared), and, when jobs
+//! outnumber GPUs, an admission order by response ratio (waited over expected remaining
+//! service, learned from finished jobs of the same application). Least-attained-service
+//! weights on shares (Tiresias-style) are measured in docs/adaptive.md and off by default. It
+//! reads only what a live scheduler knows: fitted models, attained service, restarts and their
+//! measured cost, the jobs active, and what finished jobs needed.
 
 use crate::placement::FreeResources;
 use crate::sia::{
@@ -73,6 +74,11 @@ pub struct AdaptiveConfig {
     pub ftf_power: f64,
     /// ...counting only the part of the ratio above this bound (1: all of it).
     pub ftf_bound: f64,
+    /// ...measured as Themis (and the simulator's metric) does: against a 1/n share of the
+    /// cluster when the job asked for more, n = jobs active on average over its life.
+    pub ftf_share: bool,
+    /// Start-ups (restart delays) added to a waiting job's time alone (≥ 1; running: 1).
+    pub ftf_grace_restarts: f64,
 }
 
 impl Default for AdaptiveConfig {
@@ -95,8 +101,10 @@ impl Default for AdaptiveConfig {
             admit_weight: 1.0,
             admit_floor_s: 300.0,
             admit_incumbency: 2.0,
-            ftf_power: 0.0,
+            ftf_power: 2.0,
             ftf_bound: 1.0,
+            ftf_share: true,
+            ftf_grace_restarts: 10.0,
         }
     }
 }
@@ -134,6 +142,8 @@ impl AdaptiveConfig {
                 "admit_incumbency" => self.admit_incumbency = number()?,
                 "ftf_power" => self.ftf_power = number()?,
                 "ftf_bound" => self.ftf_bound = number()?,
+                "ftf_share" => self.ftf_share = number()? != 0.0,
+                "ftf_grace_restarts" => self.ftf_grace_restarts = number()?,
                 other => return Err(format!("unknown adaptive setting {other:?}")),
             }
         }
@@ -169,6 +179,11 @@ struct Progress {
     restarts: u32,
     /// Seconds alone on its requested GPUs that the progress so far would have taken.
     isolated_seconds: f64,
+    /// Active jobs integrated over the time since it was first seen (job-seconds).
+    active_job_seconds: f64,
+    /// Themis' credit for a request above the fair share: max(1, requested ÷ (GPUs ÷ n)),
+    /// n = jobs active on average over its life (1 when `ftf_share` is off).
+    share_slowdown: f64,
 }
 
 /// A job's (type, GPUs, goodput) triples and what they were computed from.
@@ -177,6 +192,8 @@ struct CachedGoodputs {
     model: Option<adaptsched_core::perf::JobModel>,
     limit: u32,
     raw: Vec<(usize, u32, f64)>,
+    /// Its best goodput alone on its requested GPUs (the finish-time-fairness reference).
+    alone: Option<f64>,
 }
 
 impl Adaptive {
@@ -304,13 +321,29 @@ impl Adaptive {
                 at: snapshot.now.max(job.submit_time),
                 restarts: job.restarts,
                 isolated_seconds: job.attained_gpu_seconds / f64::from(job.requested_gpus.max(1)),
+                // ...and the jobs active now as those active over its life so far.
+                active_job_seconds: (snapshot.now - job.submit_time).max(0.0)
+                    * snapshot.jobs.len() as f64,
+                share_slowdown: 1.0,
             });
             let restarting =
                 f64::from(job.restarts.saturating_sub(progress.restarts)) * job.restart_seconds;
             let productive = (snapshot.now - progress.at - restarting).max(0.0);
             if productive > 0.0 && job.is_running() {
-                progress.isolated_seconds +=
-                    productive * relative_rate(snapshot, job, types).unwrap_or(0.0);
+                let rate = relative_rate(snapshot, job, types, self.goodputs.get(&job.id));
+                progress.isolated_seconds += productive * rate.unwrap_or(0.0);
+            }
+            progress.active_job_seconds +=
+                (snapshot.now - progress.at) * snapshot.jobs.len() as f64;
+            if self.config.ftf_share {
+                let lived = snapshot.now - job.submit_time;
+                let active = if lived > 0.0 {
+                    (progress.active_job_seconds / lived).max(1.0)
+                } else {
+                    snapshot.jobs.len() as f64
+                };
+                let share = f64::from(snapshot.cluster.total_gpus()) / active;
+                progress.share_slowdown = (f64::from(job.requested_gpus.max(1)) / share).max(1.0);
             }
             progress.at = snapshot.now;
             progress.restarts = job.restarts;
@@ -320,25 +353,34 @@ impl Adaptive {
     }
 
     /// A job's finish-time-fairness ratio so far: wall time since submission over the time
-    /// alone its progress would have taken (plus one start-up, as the isolated time has).
+    /// alone its progress would have taken plus one start-up (as the isolated time has). A
+    /// waiting job's counts `ftf_grace_restarts` start-ups instead: as for admission, a waiting
+    /// job whose ratio rose within a few restart costs would preempt an equal running one,
+    /// and the two would swap faster than a restart pays back.
     fn ftf_so_far(&self, job: &JobView, now: f64) -> f64 {
+        let start_ups = if job.is_running() {
+            1.0
+        } else {
+            self.config.ftf_grace_restarts.max(1.0)
+        };
         let isolated = self
             .progress
             .get(&job.id)
             .map_or(0.0, |p| p.isolated_seconds)
-            + job.restart_seconds.max(1.0);
+            + job.restart_seconds.max(1.0) * start_ups;
+        let isolated = isolated * self.progress.get(&job.id).map_or(1.0, |p| p.share_slowdown);
         ((now - job.submit_time).max(0.0) / isolated).max(1.0)
     }
 
-    /// A job's options: each allowed (type, count) within its growth limit, costed by its
-    /// weighted goodput speedup over one GPU of its slowest type, discounted by restarts.
-    fn options(
+    /// Makes sure the goodputs of a job's configurations within its growth limit are those
+    /// of its current model (they are recomputed only when the model or limit changed).
+    fn refresh_goodputs(
         &mut self,
         snapshot: &Snapshot<'_>,
         job: &JobView,
         types: &[TypeInfo],
         empty: &FreeResources,
-    ) -> JobOptions {
+    ) {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let requested = if self.config.grant_requested {
             job.requested_gpus
@@ -354,14 +396,12 @@ impl Adaptive {
                     .max(1),
             )
             .max(job.min_gpus);
-        let current_type = job.allocation.gpu_type(snapshot.cluster);
-        let current_gpus = job.allocation.total_gpus();
         let fresh = self
             .goodputs
             .get(&job.id)
             .is_some_and(|c| c.limit == limit && c.model == job.model);
         if !fresh {
-            let raw = configurations(
+            let (raw, alone) = configurations(
                 snapshot,
                 job,
                 types,
@@ -375,9 +415,18 @@ impl Adaptive {
                     model: job.model.clone(),
                     limit,
                     raw,
+                    alone,
                 },
             );
         }
+    }
+
+    /// A job's options: each allowed (type, count) within its growth limit (goodputs from
+    /// `refresh_goodputs`), costed by its weighted goodput speedup over one GPU of its slowest
+    /// type, discounted by restarts.
+    fn options(&self, snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> JobOptions {
+        let current_type = job.allocation.gpu_type(snapshot.cluster);
+        let current_gpus = job.allocation.total_gpus();
         let raw = &self.goodputs[&job.id].raw;
         let reference = raw
             .iter()
@@ -453,27 +502,30 @@ fn model_goodput(
 }
 
 /// A job's goodput on its current allocation over its best goodput alone on its requested
-/// GPUs (None when it holds none or either is unknown). Without a model, GPUs count linearly.
-fn relative_rate(snapshot: &Snapshot<'_>, job: &JobView, types: &[TypeInfo]) -> Option<f64> {
+/// GPUs (None when it holds none or either is unknown), from its priced configurations where
+/// the allocation is one of them. Without a model, GPUs count linearly.
+fn relative_rate(
+    snapshot: &Snapshot<'_>,
+    job: &JobView,
+    types: &[TypeInfo],
+    cached: Option<&CachedGoodputs>,
+) -> Option<f64> {
     let held = job.allocation.total_gpus();
     let current_type = job.allocation.gpu_type(snapshot.cluster)?;
-    let requested = job.requested_gpus.max(1);
     let Some(model) = job.model.as_ref() else {
-        return Some(f64::from(held) / f64::from(requested));
+        return Some(f64::from(held) / f64::from(job.requested_gpus.max(1)));
     };
-    let goodput = |gpu_type, nodes, gpus| model_goodput(model, gpu_type, nodes, gpus);
-    let now = goodput(current_type, job.allocation.num_nodes() as u32, held)?;
-    let alone = types
+    let cached = cached?;
+    let priced = types
         .iter()
-        .filter(|t| job.allows(&t.gpu_type))
-        .filter_map(|t| {
-            goodput(
-                &t.gpu_type,
-                requested.div_ceil(t.node_size.max(1)),
-                requested,
-            )
-        })
-        .fold(0.0, f64::max);
+        .position(|t| &t.gpu_type == current_type)
+        .and_then(|t| cached.raw.iter().find(|r| r.0 == t && r.1 == held))
+        .map(|r| r.2);
+    let now = match priced {
+        Some(goodput) => goodput,
+        None => model_goodput(model, current_type, job.allocation.num_nodes() as u32, held)?,
+    };
+    let alone = cached.alone?;
     (alone > 0.0).then(|| now / alone)
 }
 
@@ -491,9 +543,11 @@ fn configurations(
     empty: &FreeResources,
     usable_by_needs: &mut UsableByNeeds,
     limit: u32,
-) -> Vec<(usize, u32, f64)> {
+) -> (Vec<(usize, u32, f64)>, Option<f64>) {
     let mut raw = Vec::new();
     let mut memo = GoodputMemo::default();
+    let mut alone: Option<f64> = None;
+    let requested = job.requested_gpus.max(1);
     for (t, info) in types.iter().enumerate() {
         if !job.allows(&info.gpu_type) {
             continue;
@@ -523,27 +577,23 @@ fn configurations(
         .into_iter()
         .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
         .collect();
-        let goodputs: Vec<f64> = match job.model.as_ref() {
+        // The requested GPUs, packed, then every configuration.
+        let mut configs = vec![(requested.div_ceil(info.node_size.max(1)), requested)];
+        configs.extend(counts.iter().map(|&g| (g.div_ceil(info.node_size), g)));
+        let mut goodputs: Vec<Option<f64>> = match job.model.as_ref() {
             Some(model) if !model.types.is_empty() => {
-                let configs: Vec<(u32, u32)> = counts
-                    .iter()
-                    .map(|&g| (g.div_ceil(info.node_size), g))
-                    .collect();
-                model
-                    .goodputs_on(&info.gpu_type, &configs, &mut memo)
-                    .into_iter()
-                    .map(|g| g.unwrap_or(0.0))
-                    .collect()
+                model.goodputs_on(&info.gpu_type, &configs, &mut memo)
             }
-            Some(model) => counts
+            Some(model) => configs
                 .iter()
-                .map(|&g| {
-                    model_goodput(model, &info.gpu_type, g.div_ceil(info.node_size), g)
-                        .unwrap_or(0.0)
-                })
+                .map(|&(nodes, g)| model_goodput(model, &info.gpu_type, nodes, g))
                 .collect(),
-            None => counts.iter().map(|&g| f64::from(g)).collect(),
+            None => configs.iter().map(|&(_, g)| Some(f64::from(g))).collect(),
         };
+        if let Some(on_request) = goodputs.remove(0) {
+            alone = Some(alone.map_or(on_request, |a: f64| a.max(on_request)));
+        }
+        let goodputs = goodputs.into_iter().map(|g| g.unwrap_or(0.0));
         raw.extend(
             counts
                 .into_iter()
@@ -551,7 +601,7 @@ fn configurations(
                 .map(|(g, goodput)| (t, g, goodput)),
         );
     }
-    raw
+    (raw, alone)
 }
 
 impl Policy for Adaptive {
@@ -579,15 +629,18 @@ impl Policy for Adaptive {
         self.goodputs.retain(|id, _| active.contains(id));
         let types = type_infos(snapshot.cluster);
         self.usable_by_needs.clear();
+        let empty = FreeResources::of(snapshot.cluster);
+        for job in snapshot.jobs {
+            self.refresh_goodputs(snapshot, job, &types, &empty);
+        }
         if self.config.ftf_power != 0.0 {
             self.track_progress(snapshot, &types);
         }
-        let empty = FreeResources::of(snapshot.cluster);
         let problem = SiaProblem {
             jobs: snapshot
                 .jobs
                 .iter()
-                .map(|job| self.options(snapshot, job, &types, &empty))
+                .map(|job| self.options(snapshot, job, &types))
                 .collect(),
             capacity: types.iter().map(|t| t.capacity).collect(),
             lambda_unallocated: self.config.unallocated_cost,
@@ -741,12 +794,13 @@ mod tests {
             .map(|i| job(i, rng.random_range(0.001..1.0), 4))
             .collect();
         let mut policy = Adaptive::default();
-        let first = decide(&mut policy, &cluster, &jobs, 600.0);
+        // The jobs arrive at 0; a minute on the first plan later, the plan stands.
+        let first = decide(&mut policy, &cluster, &jobs, 0.0);
         for j in &mut jobs {
             j.allocation = first.allocations.get(&j.id).cloned().unwrap_or_default();
-            j.attained_gpu_seconds = 600.0;
+            j.attained_gpu_seconds = 60.0 * f64::from(j.allocation.total_gpus());
         }
-        let second = decide(&mut policy, &cluster, &jobs, 660.0);
+        let second = decide(&mut policy, &cluster, &jobs, 60.0);
         assert_eq!(first.allocations, second.allocations);
     }
 
@@ -835,6 +889,53 @@ mod tests {
     }
 
     #[test]
+    fn with_ftf_share_a_request_above_the_fair_share_is_credited_as_themis_does() {
+        // 8 GPUs, 3 jobs: a fair share is 8/3 GPUs. Job 0 asked for 4 and holds 2; jobs 1
+        // and 2 asked for 1 and hold 1. Alone on 4 GPUs, job 0 would count 1.5 times slower
+        // (4 over 8/3); on 2 it runs half as fast as on 4: ratio 2 / 1.5.
+        let cluster = cluster(2);
+        let on_node =
+            |node: u32, gpus: u32| Allocation::new(vec![(adaptsched_core::NodeId(node), gpus)]);
+        let mut jobs: Vec<JobView> = (0..3)
+            .map(|i| JobView {
+                model: None,
+                requested_gpus: if i == 0 { 4 } else { 1 },
+                ..job(i, 0.01, 4)
+            })
+            .collect();
+        jobs[0].allocation = on_node(0, 2);
+        jobs[1].allocation = on_node(1, 1);
+        jobs[2].allocation = on_node(1, 1);
+        let types = type_infos(&cluster);
+        let ratios = |ftf_share: bool| {
+            let mut policy = Adaptive::new(AdaptiveConfig {
+                ftf_power: 1.0,
+                ftf_share,
+                ftf_grace_restarts: 1.0,
+                ..AdaptiveConfig::default()
+            });
+            for now in [0.0, 1500.0, 3000.0] {
+                let snapshot = Snapshot {
+                    now,
+                    cluster: &cluster,
+                    jobs: &jobs,
+                };
+                policy.track_progress(&snapshot, &types);
+            }
+            jobs.iter()
+                .map(|j| policy.ftf_so_far(j, 3000.0))
+                .collect::<Vec<_>>()
+        };
+        let plain = ratios(false);
+        let themis = ratios(true);
+        assert!((plain[0] - 2.0).abs() < 0.05, "{plain:?}");
+        assert!((themis[0] - 2.0 / 1.5).abs() < 0.05, "{themis:?}");
+        for j in 1..3 {
+            assert!((plain[j] - 1.0).abs() < 0.02 && (themis[j] - plain[j]).abs() < 1e-12);
+        }
+    }
+
+    #[test]
     fn fewer_gpus_than_requested_raise_the_finish_time_fairness_estimate() {
         let cluster = cluster(2);
         let on_node =
@@ -851,6 +952,8 @@ mod tests {
         jobs[1].allocation = on_node(1, 2);
         let mut policy = Adaptive::new(AdaptiveConfig {
             ftf_power: 1.0,
+            ftf_share: false,
+            ftf_grace_restarts: 1.0,
             ..AdaptiveConfig::default()
         });
         let types = type_infos(&cluster);
@@ -883,8 +986,11 @@ mod tests {
         let gained = policy.progress[&JobId(0)].isolated_seconds - before;
         assert!((gained - 30.0).abs() < 1e-9, "gained {gained}");
 
-        // Off by default: the weight ignores the ratio.
-        let plain = Adaptive::default();
+        // Switched off, the weight ignores the ratio.
+        let plain = Adaptive::new(AdaptiveConfig {
+            ftf_power: 0.0,
+            ..AdaptiveConfig::default()
+        });
         assert_eq!(
             plain.weight(&jobs[1], 3000.0),
             plain.weight(&jobs[2], 3000.0)
