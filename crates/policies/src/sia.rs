@@ -974,7 +974,6 @@ mod tests {
             let slow = solve_with(&problem, Some(warm), sequential);
             assert!(problem.feasible(&fast));
             let (fast, slow) = (problem.cost(&fast), problem.cost(&slow));
-            eprintln!("p {p}, {jobs} jobs: batched {fast:.4}, one move per pass {slow:.4}");
             assert!(
                 fast <= slow + 0.01 * slow.abs(),
                 "p {p}, {jobs} jobs: {fast} vs {slow}"
