@@ -888,24 +888,32 @@ mod tests {
         assert_eq!(policy.expected_remaining(&other), 400.0, "LAS fallback");
     }
 
+    /// Jobs without fitted models (GPUs count linearly), one per (requested GPUs, node,
+    /// GPUs held there; 0: waiting).
+    fn jobs_without_models(specs: &[(u32, u32, u32)]) -> Vec<JobView> {
+        specs
+            .iter()
+            .zip(0..)
+            .map(|(&(requested, node, held), i)| JobView {
+                model: None,
+                requested_gpus: requested,
+                allocation: if held == 0 {
+                    Allocation::default()
+                } else {
+                    Allocation::new(vec![(adaptsched_core::NodeId(node), held)])
+                },
+                ..job(i, 0.01, 4)
+            })
+            .collect()
+    }
+
     #[test]
     fn with_ftf_share_a_request_above_the_fair_share_is_credited_as_themis_does() {
         // 8 GPUs, 3 jobs: a fair share is 8/3 GPUs. Job 0 asked for 4 and holds 2; jobs 1
         // and 2 asked for 1 and hold 1. Alone on 4 GPUs, job 0 would count 1.5 times slower
         // (4 over 8/3); on 2 it runs half as fast as on 4: ratio 2 / 1.5.
         let cluster = cluster(2);
-        let on_node =
-            |node: u32, gpus: u32| Allocation::new(vec![(adaptsched_core::NodeId(node), gpus)]);
-        let mut jobs: Vec<JobView> = (0..3)
-            .map(|i| JobView {
-                model: None,
-                requested_gpus: if i == 0 { 4 } else { 1 },
-                ..job(i, 0.01, 4)
-            })
-            .collect();
-        jobs[0].allocation = on_node(0, 2);
-        jobs[1].allocation = on_node(1, 1);
-        jobs[2].allocation = on_node(1, 1);
+        let jobs = jobs_without_models(&[(4, 0, 2), (1, 1, 1), (1, 1, 1)]);
         let types = type_infos(&cluster);
         let ratios = |ftf_share: bool| {
             let mut policy = Adaptive::new(AdaptiveConfig {
@@ -938,18 +946,8 @@ mod tests {
     #[test]
     fn fewer_gpus_than_requested_raise_the_finish_time_fairness_estimate() {
         let cluster = cluster(2);
-        let on_node =
-            |node: u32, gpus: u32| Allocation::new(vec![(adaptsched_core::NodeId(node), gpus)]);
         // Without a model GPUs count linearly: half the request, half the progress.
-        let mut jobs: Vec<JobView> = (0..3)
-            .map(|i| JobView {
-                model: None,
-                requested_gpus: 4,
-                ..job(i, 0.01, 4)
-            })
-            .collect();
-        jobs[0].allocation = on_node(0, 4);
-        jobs[1].allocation = on_node(1, 2);
+        let mut jobs = jobs_without_models(&[(4, 0, 4), (4, 1, 2), (4, 0, 0)]);
         let mut policy = Adaptive::new(AdaptiveConfig {
             ftf_power: 1.0,
             ftf_share: false,

@@ -112,42 +112,11 @@ fn repair(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
             return;
         };
         let mut best: Option<(f64, usize, Option<usize>)> = None;
-        for (j, job) in problem.jobs.iter().enumerate() {
-            let Some(current) = assignment[j] else {
-                continue;
-            };
-            let here = job.choices[current];
-            if here.gpu_type != over {
-                continue;
-            }
-            let mut consider = |target: Option<usize>| {
-                let (cost, gpus_there, t) = match target {
-                    None => (problem.lambda_unallocated, 0, over),
-                    Some(c) => (
-                        job.choices[c].cost,
-                        job.choices[c].gpus,
-                        job.choices[c].gpu_type,
-                    ),
-                };
-                let freed = if t == over {
-                    here.gpus.saturating_sub(gpus_there)
-                } else {
-                    here.gpus
-                };
-                if freed == 0 {
-                    return;
-                }
-                if t != over && target.is_some() && used[t] + gpus_there > problem.capacity[t] {
-                    return;
-                }
-                let per_gpu = (cost - here.cost) / f64::from(freed);
-                if best.is_none_or(|(b, _, _)| per_gpu < b) {
-                    best = Some((per_gpu, j, target));
-                }
-            };
-            consider(None);
-            for c in 0..job.choices.len() {
-                consider(Some(c));
+        for j in 0..problem.jobs.len() {
+            if let Some((per_gpu, target)) = cheapest_move_off(problem, assignment, j, over, &used)
+                && best.is_none_or(|(b, _, _)| per_gpu < b)
+            {
+                best = Some((per_gpu, j, target));
             }
         }
         match best {
@@ -155,6 +124,43 @@ fn repair(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
             None => return,
         }
     }
+}
+
+/// Job `j`'s cheapest move off the over-full type `over` (to a smaller option there, another
+/// type with room under `used`, or none), as (cost per GPU freed, target); `None` if it does
+/// not run there or cannot free any GPU.
+fn cheapest_move_off(
+    problem: &SiaProblem,
+    assignment: &[Option<usize>],
+    j: usize,
+    over: usize,
+    used: &[u32],
+) -> Option<(f64, Option<usize>)> {
+    let job = &problem.jobs[j];
+    let here = job.choices[assignment[j]?];
+    if here.gpu_type != over {
+        return None;
+    }
+    let mut best: Option<(f64, Option<usize>)> = None;
+    for target in std::iter::once(None).chain((0..job.choices.len()).map(Some)) {
+        let (cost, gpus_there, t) = target.map_or((problem.lambda_unallocated, 0, over), |c| {
+            let choice = job.choices[c];
+            (choice.cost, choice.gpus, choice.gpu_type)
+        });
+        let freed = if t == over {
+            here.gpus.saturating_sub(gpus_there)
+        } else {
+            here.gpus
+        };
+        if freed == 0 || (t != over && used[t] + gpus_there > problem.capacity[t]) {
+            continue;
+        }
+        let per_gpu = (cost - here.cost) / f64::from(freed);
+        if best.is_none_or(|(b, _)| per_gpu < b) {
+            best = Some((per_gpu, target));
+        }
+    }
+    best
 }
 
 /// Single-job moves that lower the cost and keep the assignment feasible, until none is left.
@@ -204,42 +210,12 @@ fn repair_batched(problem: &SiaProblem, assignment: &mut [Option<usize>]) {
             return;
         };
         // (cost per GPU freed, job, where it moves)
-        let mut moves: Vec<(f64, usize, Option<usize>)> = Vec::new();
-        for (j, job) in problem.jobs.iter().enumerate() {
-            let Some(here) = assignment[j].map(|c| job.choices[c]) else {
-                continue;
-            };
-            if here.gpu_type != over {
-                continue;
-            }
-            let mut best: Option<(f64, Option<usize>)> = None;
-            let targets = std::iter::once(None).chain((0..job.choices.len()).map(Some));
-            for target in targets {
-                let (cost, gpus_there, t) =
-                    target.map_or((problem.lambda_unallocated, 0, over), |c| {
-                        (
-                            job.choices[c].cost,
-                            job.choices[c].gpus,
-                            job.choices[c].gpu_type,
-                        )
-                    });
-                let freed = if t == over {
-                    here.gpus.saturating_sub(gpus_there)
-                } else {
-                    here.gpus
-                };
-                if freed == 0 || (t != over && used[t] + gpus_there > problem.capacity[t]) {
-                    continue;
-                }
-                let per_gpu = (cost - here.cost) / f64::from(freed);
-                if best.is_none_or(|(b, _)| per_gpu < b) {
-                    best = Some((per_gpu, target));
-                }
-            }
-            if let Some((per_gpu, target)) = best {
-                moves.push((per_gpu, j, target));
-            }
-        }
+        let mut moves: Vec<(f64, usize, Option<usize>)> = (0..problem.jobs.len())
+            .filter_map(|j| {
+                cheapest_move_off(problem, assignment, j, over, &used)
+                    .map(|(per_gpu, target)| (per_gpu, j, target))
+            })
+            .collect();
         moves.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut moved = false;
         for (_, j, target) in moves {
