@@ -10,10 +10,9 @@
 //! reads only what a live scheduler knows: fitted models, attained service, restarts and their
 //! measured cost, the jobs active, and what finished jobs needed.
 
-use crate::placement::FreeResources;
 use crate::sia::{
-    Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, current_choices, plan_from, solve_with,
-    type_configs, type_infos,
+    Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, UsableGpus, allowed_counts,
+    current_choices, plan_from, solve_with, type_infos,
 };
 use adaptsched_core::perf::GoodputMemo;
 use adaptsched_core::{JobId, JobView, Plan, Policy, Snapshot};
@@ -166,8 +165,6 @@ pub struct Adaptive {
     waiting_since: BTreeMap<JobId, f64>,
     /// Each job's progress so far, in seconds alone on its requested GPUs.
     progress: BTreeMap<JobId, Progress>,
-    /// This round's usable GPUs per type and job needs.
-    usable_by_needs: UsableByNeeds,
 }
 
 /// A job's progress as its finish-time-fairness estimate needs it.
@@ -374,13 +371,7 @@ impl Adaptive {
 
     /// Makes sure the goodputs of a job's configurations within its growth limit are those
     /// of its current model (they are recomputed only when the model or limit changed).
-    fn refresh_goodputs(
-        &mut self,
-        snapshot: &Snapshot<'_>,
-        job: &JobView,
-        types: &[TypeInfo],
-        empty: &FreeResources,
-    ) {
+    fn refresh_goodputs(&mut self, job: &JobView, types: &[TypeInfo], usable: &mut UsableGpus<'_>) {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let requested = if self.config.grant_requested {
             job.requested_gpus
@@ -401,14 +392,7 @@ impl Adaptive {
             .get(&job.id)
             .is_some_and(|c| c.limit == limit && c.model == job.model);
         if !fresh {
-            let (raw, alone) = configurations(
-                snapshot,
-                job,
-                types,
-                empty,
-                &mut self.usable_by_needs,
-                limit,
-            );
+            let (raw, alone) = configurations(job, types, usable, limit);
             self.goodputs.insert(
                 job.id,
                 CachedGoodputs {
@@ -529,19 +513,12 @@ fn relative_rate(
     (alone > 0.0).then(|| now / alone)
 }
 
-/// GPUs of each type a job could use at once on an empty cluster, by (type index, CPUs per
-/// GPU, memory per GPU): counting them takes a pass over every node, and jobs share few
-/// distinct needs, so each round counts each need once.
-type UsableByNeeds = BTreeMap<(usize, u64, u64), u32>;
-
 /// Every allowed (type index, GPU count, goodput) of a job up to `limit` GPUs: powers of two
 /// within a node, then whole nodes (Sia's configurations).
 fn configurations(
-    snapshot: &Snapshot<'_>,
     job: &JobView,
     types: &[TypeInfo],
-    empty: &FreeResources,
-    usable_by_needs: &mut UsableByNeeds,
+    usable: &mut UsableGpus<'_>,
     limit: u32,
 ) -> (Vec<(usize, u32, f64)>, Option<f64>) {
     let mut raw = Vec::new();
@@ -552,31 +529,7 @@ fn configurations(
         if !job.allows(&info.gpu_type) {
             continue;
         }
-        // Without CPU or memory needs every GPU of the type is usable (the common case).
-        let usable: u32 = if job.cpus_per_gpu <= 0.0 && job.memory_gb_per_gpu <= 0.0 {
-            info.capacity
-        } else {
-            let needs = (
-                t,
-                job.cpus_per_gpu.to_bits(),
-                job.memory_gb_per_gpu.to_bits(),
-            );
-            *usable_by_needs.entry(needs).or_insert_with(|| {
-                (0..snapshot.cluster.nodes.len())
-                    .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
-                    .map(|i| empty.usable_gpus(job, i))
-                    .sum()
-            })
-        };
-        let nodes = info.capacity / info.node_size.max(1);
-        let counts: Vec<u32> = if job.min_gpus == job.max_gpus {
-            vec![job.min_gpus]
-        } else {
-            type_configs(info.node_size, nodes.max(1))
-        }
-        .into_iter()
-        .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
-        .collect();
+        let counts = allowed_counts(job, t, info, limit, usable);
         // The requested GPUs, packed, then every configuration.
         let mut configs = vec![(requested.div_ceil(info.node_size.max(1)), requested)];
         configs.extend(counts.iter().map(|&g| (g.div_ceil(info.node_size), g)));
@@ -628,10 +581,9 @@ impl Policy for Adaptive {
             snapshot.jobs.iter().map(|j| j.id).collect();
         self.goodputs.retain(|id, _| active.contains(id));
         let types = type_infos(snapshot.cluster);
-        self.usable_by_needs.clear();
-        let empty = FreeResources::of(snapshot.cluster);
+        let mut usable = UsableGpus::new(snapshot.cluster);
         for job in snapshot.jobs {
-            self.refresh_goodputs(snapshot, job, &types, &empty);
+            self.refresh_goodputs(job, &types, &mut usable);
         }
         if self.config.ftf_power != 0.0 {
             self.track_progress(snapshot, &types);

@@ -499,6 +499,69 @@ pub(crate) fn type_configs(node_size: u32, nodes: u32) -> Vec<u32> {
     counts
 }
 
+/// How many GPUs of a type a job could use at once on the empty cluster, given its CPU and
+/// memory needs. Counting them takes a pass over every node, and jobs share few distinct
+/// needs, so one value per (type, needs) serves a whole round.
+pub(crate) struct UsableGpus<'c> {
+    cluster: &'c Cluster,
+    empty: FreeResources,
+    by_needs: std::collections::BTreeMap<(usize, u64, u64), u32>,
+}
+
+impl<'c> UsableGpus<'c> {
+    pub(crate) fn new(cluster: &'c Cluster) -> Self {
+        UsableGpus {
+            cluster,
+            empty: FreeResources::of(cluster),
+            by_needs: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// GPUs of type `t` (`info`) that `job` could use at once.
+    pub(crate) fn of_type(&mut self, job: &JobView, t: usize, info: &TypeInfo) -> u32 {
+        // Without CPU or memory needs every GPU of the type is usable (the common case).
+        if job.cpus_per_gpu <= 0.0 && job.memory_gb_per_gpu <= 0.0 {
+            return info.capacity;
+        }
+        let needs = (
+            t,
+            job.cpus_per_gpu.to_bits(),
+            job.memory_gb_per_gpu.to_bits(),
+        );
+        let (cluster, empty) = (self.cluster, &self.empty);
+        *self.by_needs.entry(needs).or_insert_with(|| {
+            (0..cluster.nodes.len())
+                .filter(|&i| cluster.nodes[i].gpu_type == info.gpu_type)
+                .map(|i| empty.usable_gpus(job, i))
+                .sum()
+        })
+    }
+}
+
+/// The GPU counts of type `t` a job may be given: Sia's configurations (or its one fixed
+/// count) from its minimum up to `limit` and to the GPUs of the type it could use.
+pub(crate) fn allowed_counts(
+    job: &JobView,
+    t: usize,
+    info: &TypeInfo,
+    limit: u32,
+    usable: &mut UsableGpus<'_>,
+) -> Vec<u32> {
+    let usable = usable.of_type(job, t, info);
+    let counts = if job.min_gpus == job.max_gpus {
+        vec![job.min_gpus]
+    } else {
+        type_configs(
+            info.node_size,
+            (info.capacity / info.node_size.max(1)).max(1),
+        )
+    };
+    counts
+        .into_iter()
+        .filter(|&g| g >= job.min_gpus && g <= limit && g <= usable)
+        .collect()
+}
+
 pub(crate) struct TypeInfo {
     pub(crate) gpu_type: GpuType,
     pub(crate) node_size: u32,
@@ -531,7 +594,7 @@ impl Sia {
         snapshot: &Snapshot<'_>,
         job: &JobView,
         types: &[TypeInfo],
-        empty: &FreeResources,
+        usable: &mut UsableGpus<'_>,
     ) -> JobOptions {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let limit = job.max_gpus.min((2 * seen).max(1)).max(job.min_gpus);
@@ -543,17 +606,7 @@ impl Sia {
             if !job.allows(&info.gpu_type) {
                 continue;
             }
-            // GPUs of this type the job could ever use, given its CPU and memory needs.
-            let usable: u32 = (0..snapshot.cluster.nodes.len())
-                .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
-                .map(|i| empty.usable_gpus(job, i))
-                .sum();
-            let nodes = info.capacity / info.node_size.max(1);
-            let mut counts = type_configs(info.node_size, nodes.max(1));
-            if job.min_gpus == job.max_gpus {
-                counts = vec![job.min_gpus];
-            }
-            counts.retain(|&g| g >= job.min_gpus && g <= limit && g <= usable);
+            let counts = allowed_counts(job, t, info, limit, usable);
             let goodputs: Vec<f64> = match job.model.as_ref() {
                 Some(model) => {
                     let configs: Vec<(u32, u32)> = counts
@@ -782,11 +835,11 @@ impl Policy for Sia {
 
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         let types = type_infos(snapshot.cluster);
-        let empty = FreeResources::of(snapshot.cluster);
+        let mut usable = UsableGpus::new(snapshot.cluster);
         let jobs: Vec<JobOptions> = snapshot
             .jobs
             .iter()
-            .map(|job| self.options(snapshot, job, &types, &empty))
+            .map(|job| self.options(snapshot, job, &types, &mut usable))
             .collect();
         let problem = SiaProblem {
             jobs,
