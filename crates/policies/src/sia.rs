@@ -696,14 +696,7 @@ pub(crate) fn place(
         }
     }
     pending.sort_by_key(|&(j, _, gpus)| (std::cmp::Reverse(gpus), j));
-    let nodes_of: Vec<Vec<usize>> = types
-        .iter()
-        .map(|info| {
-            (0..cluster.nodes.len())
-                .filter(|&i| cluster.nodes[i].gpu_type == info.gpu_type)
-                .collect()
-        })
-        .collect();
+    let nodes_of = nodes_by_type(cluster, types);
     for (j, t, gpus) in pending {
         let job = &snapshot.jobs[j];
         match place_on(cluster, &free, job, &nodes_of[t], gpus) {
@@ -780,7 +773,24 @@ pub(crate) fn plan_from(
     assignment: &[Option<usize>],
     waiting_reason: &str,
 ) -> Plan {
-    let chosen: Vec<(usize, usize, u32)> = assignment
+    let (mut plan, mut free) = place(snapshot, types, &chosen_configurations(problem, assignment));
+    fill_idle_gpus(
+        snapshot,
+        types,
+        problem,
+        &mut plan,
+        &mut free,
+        waiting_reason,
+    );
+    plan
+}
+
+/// (job index, type index, GPUs) of every job the assignment gives GPUs.
+pub(crate) fn chosen_configurations(
+    problem: &SiaProblem,
+    assignment: &[Option<usize>],
+) -> Vec<(usize, usize, u32)> {
+    assignment
         .iter()
         .enumerate()
         .filter_map(|(j, a)| {
@@ -789,16 +799,32 @@ pub(crate) fn plan_from(
                 (j, choice.gpu_type, choice.gpus)
             })
         })
-        .collect();
-    let (mut plan, mut free) = place(snapshot, types, &chosen);
-    let nodes_of: Vec<Vec<usize>> = types
+        .collect()
+}
+
+/// GPU nodes of each type, by index into `types`.
+pub(crate) fn nodes_by_type(cluster: &Cluster, types: &[TypeInfo]) -> Vec<Vec<usize>> {
+    types
         .iter()
         .map(|info| {
-            (0..snapshot.cluster.nodes.len())
-                .filter(|&i| snapshot.cluster.nodes[i].gpu_type == info.gpu_type)
+            (0..cluster.nodes.len())
+                .filter(|&i| cluster.nodes[i].gpu_type == info.gpu_type)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Gives GPUs left idle in `free` to jobs the plan leaves without any, each in its cheapest
+/// option that can still be placed; the rest wait for `waiting_reason`.
+pub(crate) fn fill_idle_gpus(
+    snapshot: &Snapshot<'_>,
+    types: &[TypeInfo],
+    problem: &SiaProblem,
+    plan: &mut Plan,
+    free: &mut FreeResources,
+    waiting_reason: &str,
+) {
+    let nodes_of = nodes_by_type(snapshot.cluster, types);
     for (j, job) in snapshot.jobs.iter().enumerate() {
         if plan.allocations.contains_key(&job.id) {
             continue;
@@ -807,7 +833,7 @@ pub(crate) fn plan_from(
         options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
         let placed = options
             .into_iter()
-            .find_map(|c| place_on(snapshot.cluster, &free, job, &nodes_of[c.gpu_type], c.gpus));
+            .find_map(|c| place_on(snapshot.cluster, free, job, &nodes_of[c.gpu_type], c.gpus));
         match placed {
             Some(allocation) => {
                 free.take(job, &allocation);
@@ -817,7 +843,6 @@ pub(crate) fn plan_from(
             None => plan.wait(job.id, waiting_reason),
         }
     }
-    plan
 }
 
 impl Policy for Sia {
