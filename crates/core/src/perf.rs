@@ -16,6 +16,20 @@ pub struct PerfParams {
     pub gamma: f64,
 }
 
+impl PerfParams {
+    /// Whether syncing within one node was fitted from observations, rather than left at the
+    /// prior's floor (which prices it as free until a multi-GPU single-node run is seen).
+    pub fn intra_node_fitted(&self) -> bool {
+        self.alpha_r > LOWER
+    }
+
+    /// Whether syncing across nodes was fitted from observations, rather than set by the
+    /// prior (the floor, or `INTER_OVER_INTRA_PRIOR` × the intra-node term).
+    pub fn inter_node_fitted(&self) -> bool {
+        self.alpha_n > LOWER && self.alpha_n != self.alpha_r * INTER_OVER_INTRA_PRIOR
+    }
+}
+
 /// Gradient statistics a job reports: |g|² and tr(Σ) (pre-conditioned), measured at its batch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GradStats {
@@ -299,6 +313,32 @@ impl JobModel {
         self.types.iter().find(|t| &t.gpu_type == gpu_type)
     }
 
+    /// The parameters fitted on `gpu_type` (a model without per-type entries speaks for
+    /// every type), `None` before the job ran there.
+    pub fn perf_on(&self, gpu_type: &crate::cluster::GpuType) -> Option<&PerfParams> {
+        if self.types.is_empty() {
+            return self.perf.as_ref();
+        }
+        self.type_model(gpu_type)?.perf.as_ref()
+    }
+
+    /// This model with its intra-node sync on `gpu_type` taken as `ratio` × its inter-node
+    /// sync: for a job not yet seen syncing within one node, what other jobs' syncs on the
+    /// same machines say it would cost.
+    pub fn with_intra_node_sync(&self, gpu_type: &crate::cluster::GpuType, ratio: f64) -> Self {
+        let impute = |p: &mut PerfParams| {
+            p.alpha_r = (p.alpha_n * ratio).max(LOWER);
+            p.beta_r = (p.beta_n * ratio).max(LOWER);
+        };
+        let mut model = self.clone();
+        if model.types.is_empty() {
+            model.perf.as_mut().map(impute);
+        } else if let Some(t) = model.types.iter_mut().find(|t| &t.gpu_type == gpu_type) {
+            t.perf.as_mut().map(impute);
+        }
+        model
+    }
+
     /// Best goodput configuration on `gpu_type`, Sia-style: a type's own model once a
     /// multi-GPU run there was seen; before that, its one-GPU goodput scaled by how another
     /// type with multi-GPU data scales (`thr(N,A) ≈ thr(1,A)/thr(1,B) · thr(N,B)`).
@@ -433,6 +473,9 @@ struct Identifiable {
 
 const LOWER: f64 = 1e-8;
 
+/// Until a multi-node run is seen, inter-node sync is priced at this many times intra-node.
+const INTER_OVER_INTRA_PRIOR: f64 = 1.1;
+
 /// Fits α/β/γ to observations: minimizes the RMS log error of accumulation and optimizer step
 /// times plus Pollux's penalties 1e-3(γ−1)² and 1e-2((β_n/α_n)² + (β_r/α_r)²). Parameters
 /// the data cannot identify keep their priors: α_c = half the mean accumulation time when one
@@ -522,8 +565,8 @@ pub fn fit_perf_params(observations: &[Observation]) -> Option<PerfParams> {
     let mut params = build(&x);
     if !known.inter_node {
         // Prior: crossing nodes is at least as slow as syncing within one.
-        params.alpha_n = params.alpha_n.max(params.alpha_r * 1.1);
-        params.beta_n = params.beta_n.max(params.beta_r * 1.1);
+        params.alpha_n = params.alpha_n.max(params.alpha_r * INTER_OVER_INTRA_PRIOR);
+        params.beta_n = params.beta_n.max(params.beta_r * INTER_OVER_INTRA_PRIOR);
     }
     Some(params)
 }
@@ -784,6 +827,24 @@ mod tests {
             "inter-node never cheaper than intra-node"
         );
         assert!(fit_perf_params(&[]).is_none());
+    }
+
+    #[test]
+    fn a_fit_tells_which_sync_terms_it_has_seen() {
+        let seen = |placements: &[(u32, u32)]| {
+            let observations: Vec<Observation> = placements
+                .iter()
+                .flat_map(|&(nodes, replicas)| {
+                    [32, 128].map(|bsz| observe(&TRUE, nodes, replicas, bsz, 0.0))
+                })
+                .collect();
+            let fit = fit_perf_params(&observations).expect("fits");
+            (fit.intra_node_fitted(), fit.inter_node_fitted())
+        };
+        assert_eq!(seen(&[(1, 1)]), (false, false));
+        assert_eq!(seen(&[(1, 1), (1, 4)]), (true, false));
+        assert_eq!(seen(&[(1, 1), (2, 8)]), (false, true));
+        assert_eq!(seen(&[(1, 4), (2, 8)]), (true, true));
     }
 }
 
