@@ -83,6 +83,16 @@ impl FreeResources {
         }
     }
 
+    /// Undoes `take`: `allocation`'s GPUs, CPU and memory are free again.
+    pub fn give_back(&mut self, job: &JobView, allocation: &Allocation) {
+        for &(node, gpus) in &allocation.parts {
+            let i = node.index();
+            self.gpus[i] += gpus;
+            self.cpus[i] += job.cpus_per_gpu * f64::from(gpus);
+            self.memory_gb[i] += job.memory_gb_per_gpu * f64::from(gpus);
+        }
+    }
+
     /// Usable GPUs per allowed GPU type for `job`, in type order.
     fn usable_by_type(&self, job: &JobView) -> Vec<(GpuType, u32)> {
         let allowed: Vec<bool> = self.type_names.iter().map(|t| job.allows(t)).collect();
