@@ -331,10 +331,17 @@ impl JobModel {
             p.beta_r = (p.beta_n * ratio).max(LOWER);
         };
         let mut model = self.clone();
-        if model.types.is_empty() {
-            model.perf.as_mut().map(impute);
-        } else if let Some(t) = model.types.iter_mut().find(|t| &t.gpu_type == gpu_type) {
-            t.perf.as_mut().map(impute);
+        let perf = if model.types.is_empty() {
+            model.perf.as_mut()
+        } else {
+            model
+                .types
+                .iter_mut()
+                .find(|t| &t.gpu_type == gpu_type)
+                .and_then(|t| t.perf.as_mut())
+        };
+        if let Some(perf) = perf {
+            impute(perf);
         }
         model
     }

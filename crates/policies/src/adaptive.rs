@@ -85,7 +85,8 @@ pub struct AdaptiveConfig {
     /// Move a job placed on more nodes than it needs onto fewer, once GPUs free up, when
     /// its model says the faster synchronization pays for the restart...
     pub consolidate: bool,
-    /// ...also onto one node after one smaller job there moves to another node.
+    /// ...also onto one node after another job's GPUs there (fewer than the job needs) move
+    /// to another node.
     pub make_room: bool,
 }
 
@@ -494,10 +495,11 @@ impl Adaptive {
     /// Jobs that keep their configuration keep their GPUs, so the holes left by jobs that
     /// shrink or finish scatter later jobs over more nodes than they need, and each stays
     /// there, syncing across nodes, for as long as its configuration is unchanged (on
-    /// `pollux-t4x64` at load 1.0, 30% of GPU time). After the round's changes are placed,
-    /// each job on more nodes than it needs (largest first) moves onto fewer: into GPUs left
-    /// free (and its own), or onto one node after one smaller job there moves to another.
-    /// A move is made only if the job's model says the faster synchronization is worth the
+    /// `pollux-t4x64` at load 1.0, a third of GPU time). After the round's changes are
+    /// placed, each job on more nodes than it needs (largest first) moves onto fewer: into
+    /// GPUs left free (and its own), or onto one node after another job's GPUs there move to
+    /// another node (`make_room`; jobs younger than `restart_horizon` restarts stay put). A
+    /// move is made only if the job's model says the faster synchronization is worth the
     /// restarts it costs, as a changed configuration must (`restart_factor`, once per job
     /// that would not have restarted anyway).
     fn consolidate(
@@ -540,8 +542,7 @@ impl Adaptive {
             let gpus = before.total_gpus();
             let gpu_type = &types[t].gpu_type;
             // Until the job has synced within one node there, its model prices that as free;
-            // what other jobs measured on the same machines says what it costs (on Sia's
-            // profiles about as much as across nodes, on Pollux's T4s a twentieth).
+            // what other jobs measured on the same machines says what it costs.
             let imputed;
             let model = if model
                 .perf_on(gpu_type)
