@@ -15,8 +15,8 @@
 use crate::placement::FreeResources;
 use crate::sia::{
     Choice, JobOptions, SiaProblem, SolverEffort, TypeInfo, UsableGpus, allowed_counts,
-    chosen_configurations, current_choices, fill_idle_gpus, nodes_by_type, place, place_on,
-    solve_with, type_infos,
+    chosen_configurations, current_choices, fill_idle_gpus, place, place_on, solve_with,
+    type_infos,
 };
 use adaptsched_core::perf::GoodputMemo;
 use adaptsched_core::{Allocation, JobId, JobView, NodeId, Plan, Policy, Snapshot};
@@ -385,7 +385,7 @@ impl Adaptive {
 
     /// Makes sure the goodputs of a job's configurations within its growth limit are those
     /// of its current model (they are recomputed only when the model or limit changed).
-    fn refresh_goodputs(&mut self, job: &JobView, types: &[TypeInfo], usable: &mut UsableGpus<'_>) {
+    fn refresh_goodputs(&mut self, job: &JobView, types: &[TypeInfo], usable: &mut UsableGpus) {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let requested = if self.config.grant_requested {
             job.requested_gpus
@@ -509,7 +509,6 @@ impl Adaptive {
         plan: &mut Plan,
         free: &mut FreeResources,
     ) {
-        let nodes_of = nodes_by_type(snapshot.cluster, types);
         let mut sync_ratios: Vec<Option<Option<f64>>> = vec![None; types.len()];
         let type_of = |job: &JobView| -> Option<usize> {
             let gpu_type = plan.allocations.get(&job.id)?.gpu_type(snapshot.cluster)?;
@@ -574,7 +573,7 @@ impl Adaptive {
                     _ => false,
                 };
             free.give_back(job, &before);
-            let direct = place_on(snapshot.cluster, free, job, &nodes_of[t], gpus)
+            let direct = place_on(snapshot.cluster, free, job, &types[t].nodes, gpus)
                 .filter(|c| c.num_nodes() < before.num_nodes())
                 .filter(|c| worth(c.num_nodes(), discount(job)));
             if let Some(allocation) = direct {
@@ -589,7 +588,7 @@ impl Adaptive {
                         snapshot.now - other.submit_time
                             >= self.config.restart_horizon * other.restart_seconds
                     };
-                    make_room(snapshot, plan, free, &nodes_of[t], job, gpus, settled)
+                    make_room(snapshot, plan, free, &types[t].nodes, job, gpus, settled)
                 })
                 .flatten()
                 .filter(|room| {
@@ -779,7 +778,7 @@ fn relative_rate(
 fn configurations(
     job: &JobView,
     types: &[TypeInfo],
-    usable: &mut UsableGpus<'_>,
+    usable: &mut UsableGpus,
     limit: u32,
 ) -> (Vec<(usize, u32, f64)>, Option<f64>) {
     let mut raw = Vec::new();

@@ -502,16 +502,14 @@ pub(crate) fn type_configs(node_size: u32, nodes: u32) -> Vec<u32> {
 /// How many GPUs of a type a job could use at once on the empty cluster, given its CPU and
 /// memory needs. Counting them takes a pass over every node, and jobs share few distinct
 /// needs, so one value per (type, needs) serves a whole round.
-pub(crate) struct UsableGpus<'c> {
-    cluster: &'c Cluster,
+pub(crate) struct UsableGpus {
     empty: FreeResources,
     by_needs: std::collections::BTreeMap<(usize, u64, u64), u32>,
 }
 
-impl<'c> UsableGpus<'c> {
-    pub(crate) fn new(cluster: &'c Cluster) -> Self {
+impl UsableGpus {
+    pub(crate) fn new(cluster: &Cluster) -> Self {
         UsableGpus {
-            cluster,
             empty: FreeResources::of(cluster),
             by_needs: std::collections::BTreeMap::new(),
         }
@@ -528,13 +526,11 @@ impl<'c> UsableGpus<'c> {
             job.cpus_per_gpu.to_bits(),
             job.memory_gb_per_gpu.to_bits(),
         );
-        let (cluster, empty) = (self.cluster, &self.empty);
-        *self.by_needs.entry(needs).or_insert_with(|| {
-            (0..cluster.nodes.len())
-                .filter(|&i| cluster.nodes[i].gpu_type == info.gpu_type)
-                .map(|i| empty.usable_gpus(job, i))
-                .sum()
-        })
+        let empty = &self.empty;
+        *self
+            .by_needs
+            .entry(needs)
+            .or_insert_with(|| info.nodes.iter().map(|&i| empty.usable_gpus(job, i)).sum())
     }
 }
 
@@ -545,7 +541,7 @@ pub(crate) fn allowed_counts(
     t: usize,
     info: &TypeInfo,
     limit: u32,
-    usable: &mut UsableGpus<'_>,
+    usable: &mut UsableGpus,
 ) -> Vec<u32> {
     let usable = usable.of_type(job, t, info);
     let counts = if job.min_gpus == job.max_gpus {
@@ -566,20 +562,24 @@ pub(crate) struct TypeInfo {
     pub(crate) gpu_type: GpuType,
     pub(crate) node_size: u32,
     pub(crate) capacity: u32,
+    /// Its nodes, by index into the cluster's.
+    pub(crate) nodes: Vec<usize>,
 }
 
 pub(crate) fn type_infos(cluster: &Cluster) -> Vec<TypeInfo> {
     let mut infos: Vec<TypeInfo> = Vec::new();
-    for node in &cluster.nodes {
+    for (i, node) in cluster.nodes.iter().enumerate() {
         match infos.iter_mut().find(|t| t.gpu_type == node.gpu_type) {
             Some(t) => {
                 t.node_size = t.node_size.max(node.gpus);
                 t.capacity += node.gpus;
+                t.nodes.push(i);
             }
             None => infos.push(TypeInfo {
                 gpu_type: node.gpu_type.clone(),
                 node_size: node.gpus,
                 capacity: node.gpus,
+                nodes: vec![i],
             }),
         }
     }
@@ -594,7 +594,7 @@ impl Sia {
         snapshot: &Snapshot<'_>,
         job: &JobView,
         types: &[TypeInfo],
-        usable: &mut UsableGpus<'_>,
+        usable: &mut UsableGpus,
     ) -> JobOptions {
         let seen = job.model.as_ref().map_or(0, |m| m.max_replicas_seen);
         let limit = job.max_gpus.min((2 * seen).max(1)).max(job.min_gpus);
@@ -696,10 +696,9 @@ pub(crate) fn place(
         }
     }
     pending.sort_by_key(|&(j, _, gpus)| (std::cmp::Reverse(gpus), j));
-    let nodes_of = nodes_by_type(cluster, types);
     for (j, t, gpus) in pending {
         let job = &snapshot.jobs[j];
-        match place_on(cluster, &free, job, &nodes_of[t], gpus) {
+        match place_on(cluster, &free, job, &types[t].nodes, gpus) {
             Some(allocation) => {
                 free.take(job, &allocation);
                 plan.allocate(job.id, allocation);
@@ -802,18 +801,6 @@ pub(crate) fn chosen_configurations(
         .collect()
 }
 
-/// GPU nodes of each type, by index into `types`.
-pub(crate) fn nodes_by_type(cluster: &Cluster, types: &[TypeInfo]) -> Vec<Vec<usize>> {
-    types
-        .iter()
-        .map(|info| {
-            (0..cluster.nodes.len())
-                .filter(|&i| cluster.nodes[i].gpu_type == info.gpu_type)
-                .collect()
-        })
-        .collect()
-}
-
 /// Gives GPUs left idle in `free` to jobs the plan leaves without any, each in its cheapest
 /// option that can still be placed; the rest wait for `waiting_reason`.
 pub(crate) fn fill_idle_gpus(
@@ -824,16 +811,21 @@ pub(crate) fn fill_idle_gpus(
     free: &mut FreeResources,
     waiting_reason: &str,
 ) {
-    let nodes_of = nodes_by_type(snapshot.cluster, types);
     for (j, job) in snapshot.jobs.iter().enumerate() {
         if plan.allocations.contains_key(&job.id) {
             continue;
         }
         let mut options: Vec<&Choice> = problem.jobs[j].choices.iter().collect();
         options.sort_by(|a, b| a.cost.total_cmp(&b.cost).then(a.gpus.cmp(&b.gpus)));
-        let placed = options
-            .into_iter()
-            .find_map(|c| place_on(snapshot.cluster, free, job, &nodes_of[c.gpu_type], c.gpus));
+        let placed = options.into_iter().find_map(|c| {
+            place_on(
+                snapshot.cluster,
+                free,
+                job,
+                &types[c.gpu_type].nodes,
+                c.gpus,
+            )
+        });
         match placed {
             Some(allocation) => {
                 free.take(job, &allocation);
