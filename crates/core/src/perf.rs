@@ -346,6 +346,39 @@ impl JobModel {
         model
     }
 
+    /// Takes the sync terms this model has not fitted on `gpu_type` from `donor`, the
+    /// parameters another job of the same application fitted there, keeping its own compute
+    /// terms: a job that has not yet synchronized is then priced on how its application
+    /// scales, not as if syncing were free. Returns whether anything was taken.
+    pub fn borrow_sync(&mut self, gpu_type: &crate::cluster::GpuType, donor: &PerfParams) -> bool {
+        let Some(type_model) = self.types.iter_mut().find(|t| &t.gpu_type == gpu_type) else {
+            return false;
+        };
+        let Some(own) = type_model.perf.as_mut() else {
+            return false;
+        };
+        let intra = !own.intra_node_fitted() && donor.intra_node_fitted();
+        let inter = !own.inter_node_fitted() && donor.inter_node_fitted();
+        if !intra && !inter {
+            return false;
+        }
+        if intra {
+            (own.alpha_r, own.beta_r) = (donor.alpha_r, donor.beta_r);
+        }
+        if inter {
+            (own.alpha_n, own.beta_n) = (donor.alpha_n, donor.beta_n);
+        } else if !own.inter_node_fitted() {
+            // The fit's prior: crossing nodes is at least as slow as syncing within one.
+            own.alpha_n = own.alpha_n.max(own.alpha_r * INTER_OVER_INTRA_PRIOR);
+            own.beta_n = own.beta_n.max(own.beta_r * INTER_OVER_INTRA_PRIOR);
+        }
+        if !type_model.multi_gpu_observed {
+            own.gamma = donor.gamma;
+            type_model.multi_gpu_observed = true;
+        }
+        true
+    }
+
     /// Best goodput configuration on `gpu_type`, Sia-style: a type's own model once a
     /// multi-GPU run there was seen; before that, its one-GPU goodput scaled by how another
     /// type with multi-GPU data scales (`thr(N,A) ≈ thr(1,A)/thr(1,B) · thr(N,B)`).
@@ -959,6 +992,65 @@ mod bootstrap_tests {
         );
         // An unknown type has no estimate.
         assert!(m.best_on(&GpuType::new("v100"), 1, 1).is_none());
+    }
+
+    #[test]
+    fn a_job_borrows_only_the_sync_terms_it_has_not_fitted() {
+        let (a100, t4) = (GpuType::new("a100"), GpuType::new("t4"));
+        let borrowed = |own: &JobModel, gpu_type: &GpuType, donor: &PerfParams| {
+            let mut model = own.clone();
+            model.borrow_sync(gpu_type, donor).then_some(model)
+        };
+        let mut own = model();
+        // Never synced on a100: both sync terms at the floor, as one single-GPU run leaves them.
+        own.types[0].perf = Some(slow_one_gpu_only());
+        own.types[0].multi_gpu_observed = false;
+        let with_donor = borrowed(&own, &a100, &FAST).expect("borrows");
+        let perf = with_donor.perf_on(&a100).expect("fitted");
+        assert_eq!(
+            (
+                perf.alpha_n,
+                perf.beta_n,
+                perf.alpha_r,
+                perf.beta_r,
+                perf.gamma
+            ),
+            (
+                FAST.alpha_n,
+                FAST.beta_n,
+                FAST.alpha_r,
+                FAST.beta_r,
+                FAST.gamma
+            )
+        );
+        let own_compute = slow_one_gpu_only();
+        assert_eq!(
+            (perf.alpha_c, perf.beta_c),
+            (own_compute.alpha_c, own_compute.beta_c)
+        );
+        assert!(with_donor.types[0].multi_gpu_observed);
+        // Across nodes it now scales as the donor's sync says, not as if syncing were free.
+        let (one, eight) = (
+            with_donor.best_on(&a100, 1, 1).expect("one").goodput,
+            with_donor.best_on(&a100, 2, 8).expect("eight").goodput,
+        );
+        let optimistic = own.best_on(&a100, 2, 8).expect("optimistic").goodput;
+        assert!(eight < optimistic, "{eight} vs {optimistic}");
+        assert!(eight > one, "{eight} vs {one}");
+        // Synced within a node already: only the cross-node terms are taken.
+        let mut intra_only = slow_one_gpu_only();
+        (intra_only.alpha_r, intra_only.beta_r) = (0.02, 0.003);
+        own.types[0].perf = Some(intra_only);
+        own.types[0].multi_gpu_observed = true;
+        let with_donor = borrowed(&own, &a100, &FAST).expect("borrows");
+        let perf = with_donor.perf_on(&a100).expect("fitted");
+        assert_eq!((perf.alpha_r, perf.beta_r), (0.02, 0.003));
+        assert_eq!((perf.alpha_n, perf.beta_n), (FAST.alpha_n, FAST.beta_n));
+        // Nothing to take: the job fitted both, the donor never synced, or the type is not
+        // the job's.
+        assert!(borrowed(&model(), &a100, &FAST).is_none());
+        assert!(borrowed(&own, &t4, &slow_one_gpu_only()).is_none());
+        assert!(borrowed(&own, &GpuType::new("v100"), &FAST).is_none());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::sia::{
     chosen_configurations, current_choices, fill_idle_gpus, place, place_on, solve_with,
     type_infos,
 };
-use adaptsched_core::perf::GoodputMemo;
-use adaptsched_core::{Allocation, JobId, JobView, NodeId, Plan, Policy, Snapshot};
+use adaptsched_core::perf::{GoodputMemo, JobModel, PerfParams};
+use adaptsched_core::{Allocation, GpuType, JobId, JobView, NodeId, Plan, Policy, Snapshot};
 use rand::RngCore;
 use std::collections::BTreeMap;
 
@@ -88,6 +88,11 @@ pub struct AdaptiveConfig {
     /// ...also onto one node after another job's GPUs there (fewer than the job needs) move
     /// to another node.
     pub make_room: bool,
+    /// A job that has not yet synchronized on a GPU type is priced with the sync terms that
+    /// jobs of its application fitted there, when it can choose among GPU types...
+    pub application_sync: bool,
+    /// ...and also when it cannot (one GPU type): off, as measured in docs/adaptive.md.
+    pub application_sync_one_type: bool,
 }
 
 impl Default for AdaptiveConfig {
@@ -116,6 +121,8 @@ impl Default for AdaptiveConfig {
             ftf_grace_restarts: 10.0,
             consolidate: true,
             make_room: true,
+            application_sync: true,
+            application_sync_one_type: false,
         }
     }
 }
@@ -157,6 +164,10 @@ impl AdaptiveConfig {
                 "ftf_grace_restarts" => self.ftf_grace_restarts = number()?,
                 "consolidate" => self.consolidate = number()? != 0.0,
                 "make_room" => self.make_room = number()? != 0.0,
+                "application_sync" => self.application_sync = number()? != 0.0,
+                "application_sync_one_type" => {
+                    self.application_sync_one_type = number()? != 0.0;
+                }
                 other => return Err(format!("unknown adaptive setting {other:?}")),
             }
         }
@@ -179,6 +190,17 @@ pub struct Adaptive {
     waiting_since: BTreeMap<JobId, f64>,
     /// Each job's progress so far, in seconds alone on its requested GPUs.
     progress: BTreeMap<JobId, Progress>,
+    /// Per application and GPU type, the parameters of the job that fitted the most of its
+    /// sync there (`application_sync`).
+    sync_donors: BTreeMap<String, BTreeMap<GpuType, SyncDonor>>,
+}
+
+/// One job's parameters fitted on one GPU type, and the evidence behind them: how many of
+/// its two sync terms (within and across nodes) were fitted, then the most GPUs it ran on.
+#[derive(Debug, Clone, Copy)]
+struct SyncDonor {
+    evidence: (u8, u32),
+    perf: PerfParams,
 }
 
 /// A job's progress as its finish-time-fairness estimate needs it.
@@ -200,7 +222,7 @@ struct Progress {
 /// A job's (type, GPUs, goodput) triples and what they were computed from.
 #[derive(Debug)]
 struct CachedGoodputs {
-    model: Option<adaptsched_core::perf::JobModel>,
+    model: Option<JobModel>,
     limit: u32,
     raw: Vec<(usize, u32, f64)>,
     /// Its best goodput alone on its requested GPUs (the finish-time-fairness reference).
@@ -383,6 +405,67 @@ impl Adaptive {
         ((now - job.submit_time).max(0.0) / isolated).max(1.0)
     }
 
+    /// Keeps, per application and GPU type, the parameters of the job whose sync there rests
+    /// on the most evidence (the latest one on a tie, as fits improve with reports).
+    fn learn_sync(&mut self, snapshot: &Snapshot<'_>) {
+        for job in snapshot.jobs {
+            let Some(model) = &job.model else { continue };
+            for type_model in model.types.iter().filter(|t| t.multi_gpu_observed) {
+                let Some(perf) = type_model.perf else {
+                    continue;
+                };
+                let fitted =
+                    u8::from(perf.intra_node_fitted()) + u8::from(perf.inter_node_fitted());
+                let candidate = SyncDonor {
+                    evidence: (fitted, model.max_replicas_seen),
+                    perf,
+                };
+                // Keyed without allocating in the common case (the entry exists).
+                let donors = match self.sync_donors.get_mut(&job.application) {
+                    Some(donors) => donors,
+                    None => self.sync_donors.entry(job.application.clone()).or_default(),
+                };
+                match donors.get_mut(&type_model.gpu_type) {
+                    Some(donor) if donor.evidence > candidate.evidence => {}
+                    Some(donor) => *donor = candidate,
+                    None => {
+                        donors.insert(type_model.gpu_type.clone(), candidate);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The job's model with the sync terms it has not fitted on each GPU type taken from its
+    /// application's donor there, or `None` when it takes nothing (it keeps its own). Its
+    /// first allocation then knows how its application scales: one-GPU profiles alone price
+    /// every gang as if syncing were free, which on a cluster of several types sends a new
+    /// job to many GPUs of a slow type, across nodes, until its own reports move it (a
+    /// restart) to fewer, faster ones. With one type the guess only sets its size, which its
+    /// first reports correct.
+    fn model_with_application_sync(&self, job: &JobView, types: &[TypeInfo]) -> Option<JobModel> {
+        let model = job.model.as_ref()?;
+        let donors = self.sync_donors.get(&job.application)?;
+        let choices_of_type = types.iter().filter(|t| job.allows(&t.gpu_type)).count();
+        if !self.config.application_sync
+            || (choices_of_type < 2 && !self.config.application_sync_one_type)
+        {
+            return None;
+        }
+        let mut borrowed: Option<JobModel> = None;
+        for type_model in &model.types {
+            let fitted_both = type_model
+                .perf
+                .is_some_and(|p| p.intra_node_fitted() && p.inter_node_fitted());
+            let Some(donor) = donors.get(&type_model.gpu_type).filter(|_| !fitted_both) else {
+                continue;
+            };
+            let copy = borrowed.get_or_insert_with(|| model.clone());
+            copy.borrow_sync(&type_model.gpu_type, &donor.perf);
+        }
+        borrowed
+    }
+
     /// Makes sure the goodputs of a job's configurations within its growth limit are those
     /// of its current model (they are recomputed only when the model or limit changed).
     fn refresh_goodputs(&mut self, job: &JobView, types: &[TypeInfo], usable: &mut UsableGpus) {
@@ -406,7 +489,9 @@ impl Adaptive {
             .get(&job.id)
             .is_some_and(|c| c.limit == limit && c.model == job.model);
         if !fresh {
-            let (raw, alone) = configurations(job, types, usable, limit);
+            let borrowed = self.model_with_application_sync(job, types);
+            let model = borrowed.as_ref().or(job.model.as_ref());
+            let (raw, alone) = configurations(job, model, types, usable, limit);
             self.goodputs.insert(
                 job.id,
                 CachedGoodputs {
@@ -621,7 +706,7 @@ impl Adaptive {
 /// when no job has. The network is the machines', not the job's: a model that has only
 /// seen one side borrows the others' ratio. At most 64 jobs are asked, so a round on a
 /// large cluster stays linear.
-fn intra_to_inter_sync(jobs: &[JobView], gpu_type: &adaptsched_core::GpuType) -> Option<f64> {
+fn intra_to_inter_sync(jobs: &[JobView], gpu_type: &GpuType) -> Option<f64> {
     let mut ratios: Vec<f64> = jobs
         .iter()
         .filter_map(|job| job.model.as_ref()?.perf_on(gpu_type))
@@ -733,12 +818,7 @@ fn make_room(
 
 /// A job's best goodput on `gpus` GPUs of a type over `nodes` nodes, from its fitted model. A
 /// model without per-type entries (one GPU kind) speaks for every type.
-fn model_goodput(
-    model: &adaptsched_core::perf::JobModel,
-    gpu_type: &adaptsched_core::GpuType,
-    nodes: u32,
-    gpus: u32,
-) -> Option<f64> {
+fn model_goodput(model: &JobModel, gpu_type: &GpuType, nodes: u32, gpus: u32) -> Option<f64> {
     model
         .best_on(gpu_type, nodes, gpus)
         .or_else(|| model.types.is_empty().then(|| model.best(nodes, gpus))?)
@@ -774,9 +854,12 @@ fn relative_rate(
 }
 
 /// Every allowed (type index, GPU count, goodput) of a job up to `limit` GPUs: powers of two
-/// within a node, then whole nodes (Sia's configurations).
+/// within a node, then whole nodes (Sia's configurations), and its best goodput alone on its
+/// requested GPUs (the finish-time-fairness reference), priced with `model` (the job's own,
+/// or with sync terms borrowed from its application). Without a model, GPUs count linearly.
 fn configurations(
     job: &JobView,
+    model: Option<&JobModel>,
     types: &[TypeInfo],
     usable: &mut UsableGpus,
     limit: u32,
@@ -793,7 +876,7 @@ fn configurations(
         // The requested GPUs, packed, then every configuration.
         let mut configs = vec![(requested.div_ceil(info.node_size.max(1)), requested)];
         configs.extend(counts.iter().map(|&g| (g.div_ceil(info.node_size), g)));
-        let mut goodputs: Vec<Option<f64>> = match job.model.as_ref() {
+        let mut goodputs: Vec<Option<f64>> = match model {
             Some(model) if !model.types.is_empty() => {
                 model.goodputs_on(&info.gpu_type, &configs, &mut memo)
             }
@@ -837,6 +920,9 @@ impl Policy for Adaptive {
     fn decide(&mut self, snapshot: &Snapshot<'_>, _rng: &mut dyn RngCore) -> Plan {
         self.learn(snapshot);
         self.note_waiting(snapshot);
+        if self.config.application_sync {
+            self.learn_sync(snapshot);
+        }
         let active: std::collections::BTreeSet<JobId> =
             snapshot.jobs.iter().map(|j| j.id).collect();
         self.goodputs.retain(|id, _| active.contains(id));
@@ -881,7 +967,7 @@ impl Policy for Adaptive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use adaptsched_core::perf::{BatchLimits, GradStats, JobModel, PerfParams};
+    use adaptsched_core::perf::{BatchLimits, GradStats, TypeModel};
     use adaptsched_core::{Cluster, GpuType, JobCategory, Node, validate_plan};
     use rand::{Rng, SeedableRng};
 
@@ -1341,5 +1427,79 @@ mod tests {
             !moved(&with_neighbour(None)),
             "nobody has synced within a node"
         );
+    }
+
+    /// A job with per-type models: `synced` types carry fitted sync terms (`sync` seconds
+    /// across nodes, a tenth of it within one), the others only a one-GPU fit (sync terms at
+    /// the fit's floor, so every gang looks free of sync). a100 computes twice as fast as t4.
+    fn typed_job(id: u32, application: &str, synced: &[&str], sync: f64) -> JobView {
+        let mut job = job(id, sync, 1);
+        job.application = application.into();
+        job.requested_gpus = 8;
+        let model = job.model.as_mut().expect("model");
+        let types: Vec<TypeModel> = ["t4", "a100"]
+            .iter()
+            .map(|&name| {
+                let fitted = synced.contains(&name);
+                let floor = 1e-8;
+                let speed = if name == "a100" { 2.0 } else { 1.0 };
+                TypeModel {
+                    gpu_type: GpuType::new(name),
+                    perf: Some(PerfParams {
+                        alpha_c: 0.05 / speed,
+                        beta_c: 0.0005 / speed,
+                        alpha_n: if fitted { sync } else { floor },
+                        beta_n: if fitted { sync / 10.0 } else { floor },
+                        alpha_r: if fitted { sync / 10.0 } else { floor },
+                        beta_r: if fitted { sync / 100.0 } else { floor },
+                        gamma: 1.5,
+                    }),
+                    multi_gpu_observed: fitted,
+                    limits: model.limits,
+                }
+            })
+            .collect();
+        model.perf = types[0].perf;
+        model.types = types;
+        model.max_replicas_seen = if synced.is_empty() { 1 } else { 8 };
+        job
+    }
+
+    #[test]
+    fn a_new_job_is_priced_on_how_its_application_synchronizes() {
+        // Two t4 and two a100 nodes of 4 GPUs. A running job (t4 only) has measured that its
+        // application syncs slowly across t4 nodes; a new job of it has one-GPU fits only,
+        // and both a100 nodes are free.
+        let first_plan = |cluster: &Cluster, donor_application: &str, overrides: &str| {
+            let mut donor = typed_job(0, donor_application, &["t4"], 0.5);
+            donor.allocation = on(&[(0, 2), (2, 2)]);
+            donor.submit_time = -3600.0;
+            donor.allowed_gpu_types = vec![GpuType::new("t4")];
+            let new = typed_job(1, "app", &[], 0.5);
+            let config = AdaptiveConfig::default()
+                .with_overrides(overrides)
+                .expect("valid");
+            let plan = decide(&mut Adaptive::new(config), cluster, &[donor, new], 0.0);
+            plan.allocations[&JobId(1)].num_nodes()
+        };
+        let mixed = cluster(4);
+        assert_eq!(
+            first_plan(&mixed, "app", ""),
+            1,
+            "syncs as its application does"
+        );
+        assert!(
+            first_plan(&mixed, "app", "application_sync=0") > 1,
+            "sync looks free"
+        );
+        assert!(
+            first_plan(&mixed, "other", "") > 1,
+            "another application's sync says nothing"
+        );
+        // One GPU type: the first allocation only guesses a size, and stays optimistic...
+        let t4 = t4_nodes(4);
+        assert!(first_plan(&t4, "app", "") > 1);
+        // ...unless asked to borrow there too.
+        assert_eq!(first_plan(&t4, "app", "application_sync_one_type=1"), 1);
     }
 }
