@@ -28,6 +28,13 @@ impl PerfParams {
     pub fn inter_node_fitted(&self) -> bool {
         self.alpha_n > LOWER && self.alpha_n != self.alpha_r * INTER_OVER_INTRA_PRIOR
     }
+
+    /// The prior for cross-node sync not yet observed: at least as slow as syncing within one
+    /// node (`INTER_OVER_INTRA_PRIOR` × the intra-node terms).
+    fn apply_inter_node_prior(&mut self) {
+        self.alpha_n = self.alpha_n.max(self.alpha_r * INTER_OVER_INTRA_PRIOR);
+        self.beta_n = self.beta_n.max(self.beta_r * INTER_OVER_INTRA_PRIOR);
+    }
 }
 
 /// Gradient statistics a job reports: |g|² and tr(Σ) (pre-conditioned), measured at its batch.
@@ -368,9 +375,7 @@ impl JobModel {
         if inter {
             (own.alpha_n, own.beta_n) = (donor.alpha_n, donor.beta_n);
         } else if !own.inter_node_fitted() {
-            // The fit's prior: crossing nodes is at least as slow as syncing within one.
-            own.alpha_n = own.alpha_n.max(own.alpha_r * INTER_OVER_INTRA_PRIOR);
-            own.beta_n = own.beta_n.max(own.beta_r * INTER_OVER_INTRA_PRIOR);
+            own.apply_inter_node_prior();
         }
         if !type_model.multi_gpu_observed {
             own.gamma = donor.gamma;
@@ -604,9 +609,7 @@ pub fn fit_perf_params(observations: &[Observation]) -> Option<PerfParams> {
     let x = minimize_bfgs(&objective, start, 200);
     let mut params = build(&x);
     if !known.inter_node {
-        // Prior: crossing nodes is at least as slow as syncing within one.
-        params.alpha_n = params.alpha_n.max(params.alpha_r * INTER_OVER_INTRA_PRIOR);
-        params.beta_n = params.beta_n.max(params.beta_r * INTER_OVER_INTRA_PRIOR);
+        params.apply_inter_node_prior();
     }
     Some(params)
 }

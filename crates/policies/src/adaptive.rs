@@ -444,16 +444,18 @@ impl Adaptive {
     /// restart) to fewer, faster ones. With one type the guess only sets its size, which its
     /// first reports correct.
     fn model_with_application_sync(&self, job: &JobView, types: &[TypeInfo]) -> Option<JobModel> {
+        if !self.config.application_sync {
+            return None;
+        }
         let model = job.model.as_ref()?;
         let donors = self.sync_donors.get(&job.application)?;
         let choices_of_type = types.iter().filter(|t| job.allows(&t.gpu_type)).count();
-        if !self.config.application_sync
-            || (choices_of_type < 2 && !self.config.application_sync_one_type)
-        {
+        if choices_of_type < 2 && !self.config.application_sync_one_type {
             return None;
         }
         let mut borrowed: Option<JobModel> = None;
         for type_model in &model.types {
+            // A job that fitted both terms takes nothing: skip it without copying its model.
             let fitted_both = type_model
                 .perf
                 .is_some_and(|p| p.intra_node_fitted() && p.inter_node_fitted());
