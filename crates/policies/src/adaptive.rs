@@ -3,11 +3,12 @@
 //! online-fitted model with batch-size co-adaptation (Pollux), with a utilitarian exponent
 //! (p = 0.5), fast first grants (up to the user's request), restart-cost discounting with
 //! hysteresis, a finish-time-fairness weight (Themis: each job's ratio so far, from its
-//! progress under its own model against a 1/n share of the cluster, squared), and, when jobs
-//! outnumber GPUs, an admission order by response ratio (waited over expected remaining
-//! service, learned from finished jobs of the same application). Its placement moves jobs
-//! scattered over more nodes than they need back onto fewer when the sync saved pays for the
-//! restarts. Least-attained-service weights on shares (Tiresias-style) are measured in
+//! progress under its own model against a 1/n share of the cluster, squared) and a bonus for
+//! catching up to its fair rate once it falls 15% behind, and, when jobs outnumber GPUs, an
+//! admission order by response ratio (waited over expected remaining service, learned from
+//! finished jobs of the same application). Its placement moves jobs scattered over more nodes
+//! than they need back onto fewer when the sync saved pays for the restarts.
+//! Least-attained-service weights on shares (Tiresias-style) are measured in
 //! docs/adaptive.md and off by default. It reads only what a live scheduler knows: fitted
 //! models, attained service, restarts and their measured cost, the jobs active, and what
 //! finished jobs needed.
@@ -82,6 +83,13 @@ pub struct AdaptiveConfig {
     pub ftf_share: bool,
     /// Start-ups (restart delays) added to a waiting job's time alone (≥ 1; running: 1).
     pub ftf_grace_restarts: f64,
+    /// Fair-share floor (0: off): a job whose finish-time-fairness ratio so far is above this
+    /// gains `ftf_floor_bonus` on every option that runs it at least at its fair rate (its
+    /// goodput alone on its request, over the `ftf_share` slowdown). The weight above only
+    /// scales a job's goodput curve, so a job held at half its request by a gang that barely
+    /// speeds it up stays there however far behind it falls; the floor prices catching up.
+    pub ftf_floor: f64,
+    pub ftf_floor_bonus: f64,
     /// Move a job placed on more nodes than it needs onto fewer, once GPUs free up, when
     /// its model says the faster synchronization pays for the restart...
     pub consolidate: bool,
@@ -119,6 +127,8 @@ impl Default for AdaptiveConfig {
             ftf_bound: 1.0,
             ftf_share: true,
             ftf_grace_restarts: 10.0,
+            ftf_floor: 1.15,
+            ftf_floor_bonus: 1.0,
             consolidate: true,
             make_room: true,
             application_sync: true,
@@ -162,6 +172,8 @@ impl AdaptiveConfig {
                 "ftf_bound" => self.ftf_bound = number()?,
                 "ftf_share" => self.ftf_share = number()? != 0.0,
                 "ftf_grace_restarts" => self.ftf_grace_restarts = number()?,
+                "ftf_floor" => self.ftf_floor = number()?,
+                "ftf_floor_bonus" => self.ftf_floor_bonus = number()?,
                 "consolidate" => self.consolidate = number()? != 0.0,
                 "make_room" => self.make_room = number()? != 0.0,
                 "application_sync" => self.application_sync = number()? != 0.0,
@@ -405,6 +417,17 @@ impl Adaptive {
         ((now - job.submit_time).max(0.0) / isolated).max(1.0)
     }
 
+    /// The goodput of a job's fair share (its best alone on its request, over the share
+    /// slowdown) when its finish-time-fairness ratio so far is above `ftf_floor`.
+    fn fair_goodput_if_behind(&self, job: &JobView, now: f64) -> Option<f64> {
+        if self.config.ftf_floor <= 0.0 || self.ftf_so_far(job, now) <= self.config.ftf_floor {
+            return None;
+        }
+        let alone = self.goodputs.get(&job.id)?.alone?;
+        let slowdown = self.progress.get(&job.id).map_or(1.0, |p| p.share_slowdown);
+        Some(alone / slowdown)
+    }
+
     /// Keeps, per application and GPU type, the parameters of the job whose sync there rests
     /// on the most evidence (the latest one on a tie, as fits improve with reports).
     fn learn_sync(&mut self, snapshot: &Snapshot<'_>) {
@@ -548,6 +571,7 @@ impl Adaptive {
         let restart_factor = self.restart_factor(job, snapshot.now);
         let weight = self.weight(job, snapshot.now);
         let bonus = self.admission_bonus(job, snapshot.now);
+        let fair_goodput = self.fair_goodput_if_behind(job, snapshot.now);
         let choices = raw
             .iter()
             .map(|&(t, gpus, goodput)| {
@@ -565,7 +589,14 @@ impl Adaptive {
                 // p < 0: minimize Σ w·v^p (fairness); p > 0: maximize Σ w·v^p (efficiency).
                 let cost = if value > 0.0 {
                     let sign = if self.config.p > 0.0 { -1.0 } else { 1.0 };
-                    sign * weight * value.powf(self.config.p) - bonus
+                    // Within rounding of the fair rate counts as reaching it.
+                    let behind = if fair_goodput.is_some_and(|fair| goodput >= fair * (1.0 - 1e-9))
+                    {
+                        self.config.ftf_floor_bonus
+                    } else {
+                        0.0
+                    };
+                    sign * weight * value.powf(self.config.p) - bonus - behind
                 } else {
                     self.config.unallocated_cost
                 };
@@ -933,7 +964,7 @@ impl Policy for Adaptive {
         for job in snapshot.jobs {
             self.refresh_goodputs(job, &types, &mut usable);
         }
-        if self.config.ftf_power != 0.0 {
+        if self.config.ftf_power != 0.0 || self.config.ftf_floor > 0.0 {
             self.track_progress(snapshot, &types);
         }
         let problem = SiaProblem {
@@ -1294,6 +1325,62 @@ mod tests {
             plain.weight(&jobs[1], 3000.0),
             plain.weight(&jobs[2], 3000.0)
         );
+    }
+
+    #[test]
+    fn a_job_fallen_behind_its_fair_share_is_priced_to_catch_up() {
+        // 8 GPUs, two jobs that asked for 4 (a fair share each); without models GPUs count
+        // linearly. Job 0 has held 2 for an hour (ratio 2 so far), job 1 its 4.
+        let cluster = t4_nodes(2);
+        let jobs = jobs_without_models(&[(4, 0, 2), (4, 1, 4)]);
+        let types = type_infos(&cluster);
+        let costs_after_an_hour = |ftf_floor: f64| {
+            let mut policy = Adaptive::new(AdaptiveConfig {
+                ftf_floor,
+                ..AdaptiveConfig::default()
+            });
+            let mut usable = UsableGpus::new(&cluster);
+            for now in [0.0, 1800.0, 3600.0] {
+                let snapshot = Snapshot {
+                    now,
+                    cluster: &cluster,
+                    jobs: &jobs,
+                };
+                for job in &jobs {
+                    policy.refresh_goodputs(job, &types, &mut usable);
+                }
+                policy.track_progress(&snapshot, &types);
+            }
+            let snapshot = Snapshot {
+                now: 3600.0,
+                cluster: &cluster,
+                jobs: &jobs,
+            };
+            let ratio = policy.ftf_so_far(&jobs[0], 3600.0);
+            let costs: Vec<Vec<(u32, f64)>> = jobs
+                .iter()
+                .map(|job| {
+                    let options = policy.options(&snapshot, job, &types);
+                    options.choices.iter().map(|c| (c.gpus, c.cost)).collect()
+                })
+                .collect();
+            (ratio, costs)
+        };
+        let (ratio, plain) = costs_after_an_hour(0.0);
+        assert!(ratio > 1.9, "job 0 is behind: {ratio}");
+        let (_, floored) = costs_after_an_hour(AdaptiveConfig::default().ftf_floor);
+        // Job 0: only the option that runs it at its fair rate (4 GPUs) gains the bonus.
+        for (&(gpus, before), &(_, after)) in plain[0].iter().zip(&floored[0]) {
+            let gained = before - after;
+            let expected = if gpus >= 4 { 1.0 } else { 0.0 };
+            assert!(
+                (gained - expected).abs() < 1e-9,
+                "{gpus} GPUs gained {gained}"
+            );
+        }
+        assert!(plain[0].iter().any(|&(gpus, _)| gpus < 4));
+        // Job 1 is not behind: nothing changes.
+        assert_eq!(plain[1], floored[1]);
     }
 
     /// `consolidate` on jobs kept where they are: the plan that results.
