@@ -29,6 +29,15 @@ impl PerfParams {
         self.alpha_n > LOWER && self.alpha_n != self.alpha_r * INTER_OVER_INTRA_PRIOR
     }
 
+    /// Which sync terms (within one node, across nodes) `donor` fitted and these parameters
+    /// did not: what [`JobModel::borrow_sync`] would take from it.
+    pub fn sync_terms_to_borrow(&self, donor: &PerfParams) -> (bool, bool) {
+        (
+            !self.intra_node_fitted() && donor.intra_node_fitted(),
+            !self.inter_node_fitted() && donor.inter_node_fitted(),
+        )
+    }
+
     /// The prior for cross-node sync not yet observed: at least as slow as syncing within one
     /// node (`INTER_OVER_INTRA_PRIOR` × the intra-node terms).
     fn apply_inter_node_prior(&mut self) {
@@ -364,8 +373,7 @@ impl JobModel {
         let Some(own) = type_model.perf.as_mut() else {
             return false;
         };
-        let intra = !own.intra_node_fitted() && donor.intra_node_fitted();
-        let inter = !own.inter_node_fitted() && donor.inter_node_fitted();
+        let (intra, inter) = own.sync_terms_to_borrow(donor);
         if !intra && !inter {
             return false;
         }

@@ -478,13 +478,17 @@ impl Adaptive {
         }
         let mut borrowed: Option<JobModel> = None;
         for type_model in &model.types {
-            // A job that fitted both terms takes nothing: skip it without copying its model.
-            let fitted_both = type_model
-                .perf
-                .is_some_and(|p| p.intra_node_fitted() && p.inter_node_fitted());
-            let Some(donor) = donors.get(&type_model.gpu_type).filter(|_| !fitted_both) else {
+            let Some(donor) = donors.get(&type_model.gpu_type) else {
                 continue;
             };
+            // Copy the model only when the donor has a term to give.
+            let (intra, inter) = match type_model.perf {
+                Some(own) => own.sync_terms_to_borrow(&donor.perf),
+                None => (false, false),
+            };
+            if !intra && !inter {
+                continue;
+            }
             let copy = borrowed.get_or_insert_with(|| model.clone());
             copy.borrow_sync(&type_model.gpu_type, &donor.perf);
         }
